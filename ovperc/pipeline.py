@@ -1,0 +1,358 @@
+"""``Pipeline``: tag -> detect -> segment -> classify, each stage optional."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from ovperc.image import ImageError, ImageSource, load_image
+from ovperc.ontology import ClassesLike, Ontology
+from ovperc.prefetch import decode_images
+from ovperc.presets import build_preset
+from ovperc.result import Perception
+from ovperc.types import Tag
+
+if TYPE_CHECKING:
+    import supervision as sv
+
+    from ovperc.stages.base import Classifier, Detector, Segmenter, Tagger
+
+logger = logging.getLogger(__name__)
+
+NmsMode = Literal["class", "agnostic", "none"]
+NMS_MODES = ("class", "agnostic", "none")
+
+
+def _empty_detections() -> sv.Detections:
+    import supervision as sv
+
+    det = sv.Detections.empty()
+    det.class_id = np.zeros(0, dtype=int)
+    det.confidence = np.zeros(0, dtype=np.float32)
+    det.data["class_name"] = np.array([], dtype=object)
+    return det
+
+
+class Pipeline:
+    """Compose whichever stages are given into one chain.
+
+    Args:
+        tagger: names what is in the image; with no classes given, its tags become the
+            classes to detect.
+        detector: finds boxes for the classes' prompts.
+        segmenter: turns every box into a mask.
+        classifier: re-labels, re-scores or rejects boxes with CLIP.
+        nms: ``"class"`` (default) suppresses overlapping boxes of the same class,
+            ``"agnostic"`` across classes, ``"none"`` keeps every box. It runs after
+            prompts are mapped to classes, so two prompts of one class never yield
+            duplicate boxes.
+        nms_iou: IoU above which the weaker box is suppressed (default 0.5).
+        keep_images: keep each decoded image in its :class:`Perception` (for ``annotate``).
+
+    Example:
+        >>> pipe = Pipeline.from_preset("detect+segment")  # doctest: +SKIP
+        >>> result = pipe("street.jpg", classes=["person", "bicycle"])  # doctest: +SKIP
+        >>> result.detections.data["class_name"]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        tagger: Tagger | None = None,
+        detector: Detector | None = None,
+        segmenter: Segmenter | None = None,
+        classifier: Classifier | None = None,
+        nms: NmsMode = "class",
+        nms_iou: float = 0.5,
+        keep_images: bool = True,
+    ) -> None:
+        if nms not in NMS_MODES:
+            raise ValueError(f"nms must be one of {NMS_MODES}, got {nms!r}")
+        if not 0.0 < nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in (0, 1], got {nms_iou}")
+        if not any((tagger, detector, segmenter, classifier)):
+            raise ValueError("a pipeline needs at least one stage")
+        self.tagger = tagger
+        self.detector = detector
+        self.segmenter = segmenter
+        self.classifier = classifier
+        self.nms: NmsMode = nms
+        self.nms_iou = nms_iou
+        self.keep_images = keep_images
+
+    @classmethod
+    def from_preset(
+        cls,
+        name: str = "default",
+        *,
+        device: str = "auto",
+        dtype: str = "float32",
+        detector: Any = None,
+        segmenter: Any = None,
+        classifier: Any = None,
+        tagger: Any = None,
+        options: dict[str, dict[str, Any]] | None = None,
+        **pipeline_options: Any,
+    ) -> Pipeline:
+        """Build a standard chain; models load lazily on first use.
+
+        Args:
+            name: a preset from :data:`ovperc.presets.PRESETS` (``default``, ``detect``,
+                ``detect+segment``, ``tag+detect+segment``, ...).
+            device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:1``, ...
+            dtype: ``float32`` (default), ``float16`` or ``bfloat16`` (GPU only).
+            detector, segmenter, classifier, tagger: replace a stage's model (hub id or
+                local path) or pass a ready stage object.
+            options: extra keyword arguments per role, e.g.
+                ``{"detector": {"box_threshold": 0.3}}``.
+            **pipeline_options: passed to :class:`Pipeline` (``nms``, ``nms_iou``, ...).
+
+        Example:
+            >>> Pipeline.from_preset("detect", detector="./my-grounding-dino")  # doctest: +SKIP
+        """
+        stages = build_preset(
+            name,
+            device=device,
+            dtype=dtype,
+            models={"detector": detector, "segmenter": segmenter,
+                    "classifier": classifier, "tagger": tagger},
+            options=options or {},
+        )
+        return cls(**stages, **pipeline_options)
+
+    # ------------------------------------------------------------------ public calls
+    def __call__(
+        self,
+        image: ImageSource,
+        classes: ClassesLike | None = None,
+        *,
+        tag_merge: bool = False,
+        detections: sv.Detections | None = None,
+    ) -> Perception:
+        """Run the chain on one image.
+
+        Args:
+            image: a path, bytes, PIL image or numpy array.
+            classes: what to detect: a list, a ``prompt -> class`` dict, ``"a, b, c"`` or
+                an :class:`Ontology`. Without classes the tagger's tags are used.
+            tag_merge: with classes given, also detect the tagger's tags.
+            detections: boxes you already have (skips the detector; e.g. box -> mask).
+
+        Raises:
+            ImageError: the image cannot be decoded.
+            ValueError: no classes and no tagger to find any.
+
+        Example:
+            >>> pipe("street.jpg", classes="person, car").detections  # doctest: +SKIP
+        """
+        array = load_image(image)
+        source = str(image) if isinstance(image, (str, os.PathLike)) else None
+        run_ontology = None if classes is None else Ontology.from_any(classes)
+        given = None if detections is None else [detections]
+        return self.run_batch([array], classes=run_ontology, tag_merge=tag_merge,
+                              sources=[source], detections=given)[0]
+
+    def map(
+        self,
+        images: Iterable[ImageSource],
+        classes: ClassesLike | None = None,
+        *,
+        batch_size: int = 1,
+        tag_merge: bool = False,
+        skip_errors: bool = False,
+        decode_workers: int = 2,
+    ) -> Iterator[Perception]:
+        """Run the chain over many images, in batches, yielding results in order.
+
+        Images are decoded in background threads while the models run. When classes come
+        from tags, class ids are kept stable for the whole run (new tags get new ids).
+
+        Args:
+            images: paths, bytes, PIL images or arrays.
+            classes: as in :meth:`__call__`.
+            batch_size: images per model call.
+            tag_merge: as in :meth:`__call__`.
+            skip_errors: log and skip undecodable images instead of raising ``ImageError``.
+            decode_workers: background decoding threads.
+
+        Example:
+            >>> for result in pipe.map(paths, classes=["dog"], batch_size=4):  # doctest: +SKIP
+            ...     print(result.source, len(result.detections))
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        run_ontology = None if classes is None else Ontology.from_any(classes)
+        batch: list[np.ndarray] = []
+        sources: list[str | None] = []
+        for source, decoded in decode_images(images, workers=decode_workers,
+                                             lookahead=max(2 * batch_size, 4)):
+            if isinstance(decoded, ImageError):
+                if skip_errors:
+                    logger.warning("skipped %s", decoded)
+                    continue
+                raise decoded
+            batch.append(decoded)
+            sources.append(str(source) if isinstance(source, (str, os.PathLike)) else None)
+            if len(batch) == batch_size:
+                results = self.run_batch(batch, classes=run_ontology, tag_merge=tag_merge,
+                                         sources=sources)
+                run_ontology = results[-1].ontology or run_ontology
+                yield from results
+                batch, sources = [], []
+        if batch:
+            yield from self.run_batch(batch, classes=run_ontology, tag_merge=tag_merge,
+                                      sources=sources)
+
+    # ------------------------------------------------------------------ the chain
+    def run_batch(
+        self,
+        images: Sequence[np.ndarray],
+        classes: Ontology | None = None,
+        *,
+        tag_merge: bool = False,
+        sources: Sequence[str | None] | None = None,
+        detections: Sequence[sv.Detections] | None = None,
+    ) -> list[Perception]:
+        """Run the chain on decoded RGB ``uint8`` images; the engine under ``map`` and ``label``.
+
+        ``classes`` is the run's ontology: when tags add classes, the returned results'
+        ``ontology`` extends it, and passing that on to the next batch keeps ids stable.
+
+        Example:
+            >>> pipe.run_batch([image], classes=Ontology(["cat"]))  # doctest: +SKIP
+        """
+        n = len(images)
+        if n == 0:
+            return []
+        sources = list(sources) if sources is not None else [None] * n
+        timings: list[dict[str, float]] = [{} for _ in range(n)]
+
+        def timed(stage: str, fn: Any, *args: Any) -> Any:
+            start = time.perf_counter()
+            out = fn(*args)
+            share = (time.perf_counter() - start) / n
+            for t in timings:
+                t[stage] = share
+            return out
+
+        tags: list[list[Tag]] = [[] for _ in range(n)]
+        if self.tagger is not None:
+            tags = timed("tag", self.tagger.tag, list(images))
+
+        run_ontology, local = self._vocabularies(classes, tags, tag_merge, need=detections is None)
+
+        if detections is not None:
+            if len(detections) != n:
+                raise ValueError(f"got {len(detections)} detections for {n} images")
+            dets = [self._named(d, run_ontology) for d in detections]
+        elif self.detector is not None:
+            prompts = [o.prompts if o is not None else [] for o in local]
+            raw = timed("detect", self.detector.detect, list(images), prompts)
+            dets = [self._to_classes(d, o, run_ontology) for d, o in zip(raw, local)]
+        else:
+            dets = [_empty_detections() for _ in range(n)]
+
+        if self.nms != "none":
+            dets = [self._suppress(d) for d in dets]
+
+        if self.segmenter is not None:
+            dets = timed("segment", self.segmenter.segment, list(images), dets)
+
+        if self.classifier is not None:
+            if any(o is None for o in local):
+                local = [o if o is not None else run_ontology for o in local]
+            if run_ontology is not None:
+                dets = timed("classify", self.classifier.classify, list(images), dets, local)
+                dets = [self._sync_ids(d, run_ontology) for d in dets]
+
+        return [
+            Perception(
+                detections=det,
+                tags=list(tag_list),
+                image_size=(int(img.shape[1]), int(img.shape[0])),
+                timings=timing,
+                ontology=run_ontology,
+                source=src,
+                image=img if self.keep_images else None,
+            )
+            for det, tag_list, timing, src, img in zip(dets, tags, timings, sources, images)
+        ]
+
+    # ------------------------------------------------------------------ helpers
+    def _vocabularies(
+        self,
+        classes: Ontology | None,
+        tags: list[list[Tag]],
+        tag_merge: bool,
+        *,
+        need: bool,
+    ) -> tuple[Ontology | None, list[Ontology | None]]:
+        """The run ontology (stable ids) and each image's own vocabulary."""
+        if classes is not None and not (tag_merge and self.tagger is not None):
+            return classes, [classes] * len(tags)
+        if classes is None and self.tagger is None and need and self.detector is not None:
+            raise ValueError(
+                "no classes given and no tagger to find any: pass classes=[...] "
+                "or use a preset with a tagger"
+            )
+        run = classes
+        local: list[Ontology | None] = []
+        for tag_list in tags:
+            names = [t.name for t in tag_list]
+            if classes is not None:
+                vocabulary = classes.extend(names) if names else classes
+            else:
+                vocabulary = Ontology(names) if names else None
+            if vocabulary is not None:
+                run = vocabulary if run is None else run.extend(vocabulary)
+            local.append(vocabulary)
+        return run, local
+
+    @staticmethod
+    def _to_classes(det: sv.Detections, local: Ontology | None, run: Ontology | None) -> sv.Detections:
+        """Prompt indices -> run ontology class ids and names."""
+        if local is None or run is None or len(det) == 0:
+            return _empty_detections() if len(det) == 0 or local is None else det
+        prompt_idx = np.asarray(det.class_id, dtype=int)
+        names = np.array([local.classes[local.class_ids[i]] for i in prompt_idx], dtype=object)
+        det.data["prompt"] = np.array([local.prompts[i] for i in prompt_idx], dtype=object)
+        det.data["class_name"] = names
+        det.class_id = np.array([run.class_id(name) for name in names], dtype=int)
+        return det
+
+    @staticmethod
+    def _named(det: sv.Detections, run: Ontology | None) -> sv.Detections:
+        """Given detections: fill class names from ids (or ids from names)."""
+        det = det[:] if len(det) else _empty_detections()
+        if len(det) == 0:
+            return det
+        if det.confidence is None:
+            det.confidence = np.ones(len(det), dtype=np.float32)
+        if "class_name" not in det.data and run is not None and det.class_id is not None:
+            det.data["class_name"] = np.array([run.classes[i] for i in det.class_id], dtype=object)
+        if det.class_id is None:
+            det.class_id = np.zeros(len(det), dtype=int)
+        return det
+
+    @staticmethod
+    def _sync_ids(det: sv.Detections, run: Ontology) -> sv.Detections:
+        """After re-labelling, class ids follow the (possibly new) class names."""
+        if len(det) and "class_name" in det.data:
+            det.class_id = np.array([run.class_id(n) for n in det.data["class_name"]], dtype=int)
+        return det
+
+    def _suppress(self, det: sv.Detections) -> sv.Detections:
+        if len(det) < 2:
+            return det
+        return det.with_nms(threshold=self.nms_iou, class_agnostic=self.nms == "agnostic")
+
+    def __repr__(self) -> str:
+        parts = [f"{role}={type(stage).__name__}" for role, stage in (
+            ("tagger", self.tagger), ("detector", self.detector),
+            ("segmenter", self.segmenter), ("classifier", self.classifier)) if stage is not None]
+        return f"Pipeline({', '.join(parts)}, nms={self.nms!r}, nms_iou={self.nms_iou})"

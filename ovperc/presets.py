@@ -1,0 +1,88 @@
+"""Named chains: which stages run, and which model each one loads by default."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: role -> (module, class) of the default implementation.
+STAGE_CLASSES: dict[str, tuple[str, str]] = {
+    "tagger": ("ovperc.stages.clip_tagger", "ClipTagger"),
+    "detector": ("ovperc.stages.grounding_dino", "GroundingDinoDetector"),
+    "segmenter": ("ovperc.stages.sam", "SamSegmenter"),
+    "classifier": ("ovperc.stages.clip_classifier", "ClipClassifier"),
+}
+
+DEFAULT_MODELS: dict[str, str] = {
+    "tagger": "ViT-B-32:laion2b_s34b_b79k",
+    "detector": "IDEA-Research/grounding-dino-tiny",
+    "segmenter": "vit_b",
+    "classifier": "ViT-B-32:laion2b_s34b_b79k",
+}
+
+#: preset name -> role -> default model (roles absent from a preset do not run).
+PRESETS: dict[str, dict[str, str]] = {
+    "default": dict(DEFAULT_MODELS),
+    "detect": {"detector": DEFAULT_MODELS["detector"]},
+    "detect+segment": {r: DEFAULT_MODELS[r] for r in ("detector", "segmenter")},
+    "detect+classify": {r: DEFAULT_MODELS[r] for r in ("detector", "classifier")},
+    "tag+detect": {r: DEFAULT_MODELS[r] for r in ("tagger", "detector")},
+    "tag+detect+segment": {r: DEFAULT_MODELS[r] for r in ("tagger", "detector", "segmenter")},
+    "detect+segment+classify": {
+        r: DEFAULT_MODELS[r] for r in ("detector", "segmenter", "classifier")
+    },
+    "segment": {"segmenter": DEFAULT_MODELS["segmenter"]},
+}
+
+
+def stage_class(role: str) -> type:
+    """The default class for a role, imported on demand."""
+    module, name = STAGE_CLASSES[role]
+    return getattr(importlib.import_module(module), name)
+
+
+def build_preset(
+    name: str,
+    *,
+    device: str,
+    dtype: str,
+    models: dict[str, Any],
+    options: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Stage objects (not yet loaded) for a preset, keyed by role.
+
+    A model given for a role the preset lacks adds that role. When the tagger and the
+    classifier name the same CLIP model they share one loaded copy.
+
+    Example:
+        >>> sorted(build_preset("detect", device="cpu", dtype="float32", models={}, options={}))
+        ['detector']
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    unknown = set(options) - set(STAGE_CLASSES)
+    if unknown:
+        raise ValueError(f"options for unknown roles {sorted(unknown)}; roles: {sorted(STAGE_CLASSES)}")
+    chosen = dict(PRESETS[name])
+    for role, model in models.items():
+        if model is not None:
+            chosen[role] = model
+    stages: dict[str, Any] = {}
+    shared_clip = _shared_clip(chosen, device, dtype)
+    for role, model in chosen.items():
+        if not isinstance(model, str):
+            stages[role] = model  # a ready stage object
+            continue
+        if shared_clip is not None and role in ("tagger", "classifier"):
+            model = shared_clip
+        stages[role] = stage_class(role)(model, device=device, dtype=dtype, **options.get(role, {}))
+    return stages
+
+
+def _shared_clip(chosen: dict[str, Any], device: str, dtype: str) -> Any:
+    tagger, classifier = chosen.get("tagger"), chosen.get("classifier")
+    if isinstance(tagger, str) and tagger == classifier:
+        from ovperc.stages.clip_model import ClipModel
+
+        return ClipModel(tagger, device=device, dtype=dtype)
+    return None
