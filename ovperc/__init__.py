@@ -28,7 +28,18 @@ _LAZY = {
     "PRESETS": "ovperc.presets",
 }
 
-__all__ = [*_LAZY, "stages", "__version__"]
+__all__ = [
+    "PRESETS",
+    "ImageError",
+    "ModelNotAvailableError",
+    "Ontology",
+    "Perception",
+    "Pipeline",
+    "Tag",
+    "__version__",
+    "load_image",
+    "stages",
+]
 
 if TYPE_CHECKING:
     from ovperc import stages

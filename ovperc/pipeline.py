@@ -186,7 +186,8 @@ class Pipeline:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        run_ontology = None if classes is None else Ontology.from_any(classes)
+        user_classes = None if classes is None else Ontology.from_any(classes)
+        run_ontology = user_classes
         batch: list[np.ndarray] = []
         sources: list[str | None] = []
         for source, decoded in decode_images(images, workers=decode_workers,
@@ -199,14 +200,14 @@ class Pipeline:
             batch.append(decoded)
             sources.append(str(source) if isinstance(source, (str, os.PathLike)) else None)
             if len(batch) == batch_size:
-                results = self.run_batch(batch, classes=run_ontology, tag_merge=tag_merge,
-                                         sources=sources)
+                results = self.run_batch(batch, classes=user_classes, tag_merge=tag_merge,
+                                         sources=sources, run_ontology=run_ontology)
                 run_ontology = results[-1].ontology or run_ontology
                 yield from results
                 batch, sources = [], []
         if batch:
-            yield from self.run_batch(batch, classes=run_ontology, tag_merge=tag_merge,
-                                      sources=sources)
+            yield from self.run_batch(batch, classes=user_classes, tag_merge=tag_merge,
+                                      sources=sources, run_ontology=run_ontology)
 
     # ------------------------------------------------------------------ the chain
     def run_batch(
@@ -215,13 +216,15 @@ class Pipeline:
         classes: Ontology | None = None,
         *,
         tag_merge: bool = False,
+        run_ontology: Ontology | None = None,
         sources: Sequence[str | None] | None = None,
         detections: Sequence[sv.Detections] | None = None,
     ) -> list[Perception]:
         """Run the chain on decoded RGB ``uint8`` images; the engine under ``map`` and ``label``.
 
-        ``classes`` is the run's ontology: when tags add classes, the returned results'
-        ``ontology`` extends it, and passing that on to the next batch keeps ids stable.
+        ``classes`` are the user's classes (``None``: the tags decide). When tags add
+        classes, the results' ``ontology`` extends ``run_ontology`` (which starts as
+        ``classes``); passing it on to the next batch keeps class ids stable for a run.
 
         Example:
             >>> pipe.run_batch([image], classes=Ontology(["cat"]))  # doctest: +SKIP
@@ -244,7 +247,9 @@ class Pipeline:
         if self.tagger is not None:
             tags = timed("tag", self.tagger.tag, list(images))
 
-        run_ontology, local = self._vocabularies(classes, tags, tag_merge, need=detections is None)
+        run_ontology, local = self._vocabularies(
+            classes, run_ontology, tags, tag_merge, need=detections is None
+        )
 
         if detections is not None:
             if len(detections) != n:
@@ -287,6 +292,7 @@ class Pipeline:
     def _vocabularies(
         self,
         classes: Ontology | None,
+        run: Ontology | None,
         tags: list[list[Tag]],
         tag_merge: bool,
         *,
@@ -294,13 +300,13 @@ class Pipeline:
     ) -> tuple[Ontology | None, list[Ontology | None]]:
         """The run ontology (stable ids) and each image's own vocabulary."""
         if classes is not None and not (tag_merge and self.tagger is not None):
-            return classes, [classes] * len(tags)
+            return (run if run is not None else classes), [classes] * len(tags)
         if classes is None and self.tagger is None and need and self.detector is not None:
             raise ValueError(
                 "no classes given and no tagger to find any: pass classes=[...] "
                 "or use a preset with a tagger"
             )
-        run = classes
+        run = run if run is not None else classes
         local: list[Ontology | None] = []
         for tag_list in tags:
             names = [t.name for t in tag_list]
