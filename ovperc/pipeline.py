@@ -310,7 +310,8 @@ class Pipeline:
         local: list[Ontology | None] = []
         for tag_list in tags:
             names = [t.name for t in tag_list]
-            if classes is not None:
+            if classes is not None:  # a tag that is already a user prompt keeps the user's class
+                names = [name for name in names if name not in classes.prompts]
                 vocabulary = classes.extend(names) if names else classes
             else:
                 vocabulary = Ontology(names) if names else None
@@ -323,7 +324,14 @@ class Pipeline:
     def _to_classes(det: sv.Detections, local: Ontology | None, run: Ontology | None) -> sv.Detections:
         """Prompt indices -> run ontology class ids and names."""
         if local is None or run is None or len(det) == 0:
-            return _empty_detections() if len(det) == 0 or local is None else det
+            if len(det):
+                return _empty_detections()
+            det.data["class_name"] = np.array([], dtype=object)
+            det.data.setdefault("prompt", np.array([], dtype=object))
+            det.class_id = np.zeros(0, dtype=int)
+            if det.confidence is None:
+                det.confidence = np.zeros(0, dtype=np.float32)
+            return det
         prompt_idx = np.asarray(det.class_id, dtype=int)
         names = np.array([local.classes[local.class_ids[i]] for i in prompt_idx], dtype=object)
         det.data["prompt"] = np.array([local.prompts[i] for i in prompt_idx], dtype=object)
