@@ -255,6 +255,14 @@ class Pipeline:
             if len(detections) != n:
                 raise ValueError(f"got {len(detections)} detections for {n} images")
             dets = [self._named(d, run_ontology) for d in detections]
+            names = [str(n) for d in dets for n in d.data.get("class_name", [])]
+            unknown = [n for n in dict.fromkeys(names)
+                       if run_ontology is None or n not in run_ontology.classes]
+            if unknown:  # classes named only by the given boxes join the run's classes
+                run_ontology = Ontology(unknown) if run_ontology is None else run_ontology.extend(unknown)
+                local = [run_ontology if o is None else o.extend(unknown) for o in local]
+            if run_ontology is not None:
+                dets = [self._sync_ids(d, run_ontology) for d in dets]
         elif self.detector is not None:
             prompts = [o.prompts if o is not None else [] for o in local]
             raw = timed("detect", self.detector.detect, list(images), prompts)

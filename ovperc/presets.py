@@ -35,10 +35,35 @@ PRESETS: dict[str, dict[str, str]] = {
 }
 
 
-def stage_class(role: str) -> type:
-    """The default class for a role, imported on demand."""
+#: tagger names that select the native RAM models instead of the CLIP tagger.
+RAM_VARIANTS = ("ram_plus", "ram")
+
+
+def stage_class(role: str, model: str | None = None) -> type:
+    """The class for a role, imported on demand (RAM checkpoints pick ``RamTagger``)."""
+    if role == "tagger" and model is not None and _is_ram(model):
+        return importlib.import_module("ovperc.stages.ram").RamTagger
     module, name = STAGE_CLASSES[role]
     return getattr(importlib.import_module(module), name)
+
+
+def _is_ram(model: str) -> bool:
+    lowered = str(model).lower()
+    return lowered in RAM_VARIANTS or (
+        lowered.endswith((".pth", ".safetensors")) and "ram" in lowered.rsplit("/", 1)[-1]
+    )
+
+
+def _build(role: str, model: Any, device: str, dtype: str, options: dict[str, Any]) -> Any:
+    if role == "tagger" and isinstance(model, str) and _is_ram(model):
+        RamTagger = stage_class(role, model)
+        if model.lower() in RAM_VARIANTS:
+            options = {"variant": model.lower(), **options}
+            model = None
+        elif "variant" not in options and "plus" not in model.lower():
+            options = {"variant": "ram", **options}
+        return RamTagger(model, device=device, dtype=dtype, **options)
+    return stage_class(role)(model, device=device, dtype=dtype, **options)
 
 
 def build_preset(
@@ -52,7 +77,8 @@ def build_preset(
     """Stage objects (not yet loaded) for a preset, keyed by role.
 
     A model given for a role the preset lacks adds that role. When the tagger and the
-    classifier name the same CLIP model they share one loaded copy.
+    classifier name the same CLIP model they share one loaded copy. A tagger named
+    ``ram_plus`` / ``ram`` (or a RAM checkpoint path) is the native RAM tagger.
 
     Example:
         >>> sorted(build_preset("detect", device="cpu", dtype="float32", models={}, options={}))
@@ -75,7 +101,7 @@ def build_preset(
             continue
         if shared_clip is not None and role in ("tagger", "classifier"):
             model = shared_clip
-        stages[role] = stage_class(role)(model, device=device, dtype=dtype, **options.get(role, {}))
+        stages[role] = _build(role, model, device, dtype, options.get(role, {}))
     return stages
 
 

@@ -176,3 +176,26 @@ def test_import_is_cheap():
 def test_unknown_preset_lists_the_valid_ones():
     with pytest.raises(ValueError, match="detect\\+segment"):
         Pipeline.from_preset("nope")
+
+
+def test_given_boxes_may_name_classes_outside_the_given_ones(image):
+    pipe = Pipeline(segmenter=FakeSegmenter())
+    boxes = sv.Detections(xyxy=np.array([[0, 0, 10, 10], [5, 5, 40, 40]], dtype=float))
+    boxes.data["class_name"] = np.array(["cat", "fox"], dtype=object)
+    result = pipe(image, classes=["dog", "cat"], detections=boxes)
+    assert result.class_names == ["cat", "fox"]
+    assert result.ontology.classes == ["dog", "cat", "fox"]
+    assert result.detections.class_id.tolist() == [1, 2]
+
+
+def test_default_preset_shares_one_clip_model_between_tagger_and_classifier():
+    pipe = Pipeline.from_preset("default", device="cpu")
+    assert pipe.tagger.clip is pipe.classifier.clip
+    assert pipe.detector is not None and pipe.segmenter is not None
+
+
+def test_ram_names_select_the_native_ram_tagger():
+    from ovperc.stages import RamTagger
+
+    pipe = Pipeline.from_preset("tag+detect", device="cpu", tagger="ram")
+    assert isinstance(pipe.tagger, RamTagger)

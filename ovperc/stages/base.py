@@ -61,7 +61,11 @@ class Classifier(Protocol):
         self,
         images: Sequence[np.ndarray],
         detections: Sequence[sv.Detections],
-        ontology: Ontology,
+        ontologies: Sequence[Ontology],
     ) -> list[sv.Detections]:
-        """Detections with ``data["clip_class"]`` and ``data["clip_score"]`` set."""
+        """Detections with ``data["clip_class"]`` and ``data["clip_score"]`` set.
+
+        ``ontologies`` holds one vocabulary per image (the classes that image may hold);
+        a re-labelled box gets the new name in ``data["class_name"]``.
+        """
         ...
