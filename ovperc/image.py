@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from pathlib import Path
 from typing import Union
 
@@ -12,8 +13,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageSource = Union[str, os.PathLike, bytes, "Image.Image", np.ndarray]
 
-#: Images with more pixels than this are refused (decompression-bomb guard), 16k x 16k by default.
-DEFAULT_MAX_PIXELS = 16384 * 16384
+#: Images with more pixels than this are refused (decompression-bomb guard): PIL's own hard
+#: limit (twice ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 megapixels).
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
 
 
 class ImageError(ValueError):
@@ -68,6 +70,17 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        try:
+            mode = path.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            raise ImageError(source, "file not found") from None
+        except OSError as error:
+            raise ImageError(source, f"cannot read file ({error.strerror or error})") from None
+        if stat.S_ISFIFO(mode):
+            # opening a named pipe would block until something writes to it
+            raise ImageError(source, "a named pipe, not an image file")
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise ImageError(source, "not a regular file (a device or socket), not an image file")
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -124,7 +137,7 @@ def _from_pil(pil: Image.Image, source: object, max_pixels: int) -> np.ndarray:
         pil = Image.alpha_composite(background, pil)
     if pil.mode != "RGB":
         pil = pil.convert("RGB")
-    return np.ascontiguousarray(np.asarray(pil, dtype=np.uint8))
+    return np.array(pil, dtype=np.uint8)  # a writable copy that owns its memory
 
 
 def _to_uint8(array: np.ndarray, source: object) -> np.ndarray:

@@ -1,0 +1,134 @@
+"""``ovperc demo``: serve the web demo on a local port."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HELP = "start the web demo (Gradio) on a local port"
+ROLES = ("tagger", "detector", "segmenter", "classifier")
+CLIP_MODES = ("rescore", "relabel", "reject")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``ovperc demo``.
+
+    Example:
+        >>> add_parser(parser.add_subparsers())  # doctest: +SKIP
+    """
+    from ovperc.presets import PRESETS
+
+    parser = subparsers.add_parser(
+        "demo", help=HELP, description=(
+            "Serve a web page where you upload an image, type classes (or let the tagger "
+            "name them), switch stages on and off, and see boxes, masks, tags, a table and "
+            "the JSON result. Models load once at start. Needs the demo extra: "
+            "pip install 'ovperc[demo]'."),
+    )
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to listen on (default 127.0.0.1: this machine only; "
+                             "0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
+    parser.add_argument("--share", action="store_true",
+                        help="also open a public Gradio share link (off by default)")
+    models = parser.add_argument_group("models")
+    models.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                        help="which stages run (default: default = tag, detect, segment, classify)")
+    for role in ROLES:
+        models.add_argument(f"--{role}", metavar="MODEL",
+                            help=f"{role} model: hub id or local path (default: the preset's)")
+    models.add_argument("--device", default="auto",
+                        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    models.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                        help="model precision (half precision on GPU only)")
+    models.add_argument("--box-threshold", type=float, metavar="T",
+                        help="detector box threshold: the lowest the page's slider goes")
+    models.add_argument("--text-threshold", type=float, metavar="T",
+                        help="detector text threshold: the lowest the page's slider goes")
+    models.add_argument("--clip-mode", choices=CLIP_MODES,
+                        help="the CLIP classifier's default mode on the page")
+    page = parser.add_argument_group("page")
+    page.add_argument("--examples", type=Path, metavar="DIR",
+                      help="folder of example images (default: two drawn examples)")
+    page.add_argument("--concurrency-limit", type=int, default=1, metavar="N",
+                      help="requests that run at the same time; the rest wait (default 1)")
+    page.add_argument("--max-classes", type=int, default=1000, metavar="N",
+                      help="most classes one request may name (default 1000)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def stage_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per-role constructor options from the command line.
+
+    Example:
+        >>> stage_options(argparse.Namespace(box_threshold=0.3, text_threshold=None,
+        ...                                  clip_mode=None))
+        {'detector': {'box_threshold': 0.3}}
+    """
+    options: dict[str, dict[str, Any]] = {}
+    for name in ("box_threshold", "text_threshold"):
+        if getattr(args, name) is not None:
+            options.setdefault("detector", {})[name] = getattr(args, name)
+    if args.clip_mode is not None:
+        options["classifier"] = {"mode": args.clip_mode}
+    return options
+
+
+def _examples(folder: Path | None) -> list[Any]:
+    if folder is None:
+        from ovperc.demo.examples import write_examples
+
+        return list(write_examples(tempfile.mkdtemp(prefix="ovperc-examples-")))
+    suffixes = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ovperc demo``: build the pipeline, load its models, serve the page.
+
+    Returns 2 when the models cannot be loaded or an option is invalid.
+
+    Example:
+        >>> run(build_parser().parse_args(["demo", "--port", "7861"]))  # doctest: +SKIP
+    """
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    from ovperc.demo import DemoLimits, launch
+    from ovperc.hub import ModelNotAvailableError
+    from ovperc.pipeline import Pipeline
+
+    if args.examples is not None and not args.examples.is_dir():
+        print(f"ovperc demo: --examples {args.examples} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        limits = DemoLimits(max_classes=args.max_classes)
+        pipeline = Pipeline.from_preset(
+            args.preset, device=args.device, dtype=args.dtype, options=stage_options(args),
+            **{role: getattr(args, role) for role in ROLES})
+        print(f"loading models: {pipeline}", file=sys.stderr)
+        load_stages(pipeline)
+    except (ValueError, OSError, ModelNotAvailableError) as exc:
+        print(f"ovperc demo: {exc}", file=sys.stderr)
+        return 2
+    print(f"serving the demo on http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr)
+    launch(pipeline, host=args.host, port=args.port, share=args.share,
+           examples=_examples(args.examples), concurrency_limit=args.concurrency_limit,
+           limits=limits)
+    return 0
+
+
+def load_stages(pipeline: Any) -> None:
+    """Load every stage's model now, so the first request does not wait (and fails early).
+
+    Example:
+        >>> load_stages(Pipeline.from_preset("detect"))  # doctest: +SKIP
+    """
+    for role in ROLES:
+        stage = getattr(pipeline, role)
+        load = getattr(stage, "load", None) or getattr(getattr(stage, "clip", None), "load", None)
+        if callable(load):
+            load()

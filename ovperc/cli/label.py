@@ -1,0 +1,135 @@
+"""``ovperc label``: label a folder of images into a training dataset (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from ovperc.cli.options import (
+    add_class_options,
+    add_model_options,
+    add_threshold_options,
+    build_pipeline,
+    choose_preset,
+    describe_error,
+    ontology_from_args,
+    run_signature,
+)
+from ovperc.image import DEFAULT_MAX_PIXELS
+
+EPILOG = """\
+examples:
+  ovperc label photos/ --out dataset/ --classes "person, car, dog" --format yolo --masks
+  ovperc label photos/ --out dataset/ --ontology ontology.yaml --format coco
+  ovperc label photos/ --out dataset/            # no classes: tags decide
+
+Rerun the same command after an interruption (Ctrl-C, kill, crash) to resume: finished
+images are skipped and the result is the dataset an uninterrupted run writes.
+Exit code: 0 all images labelled, 1 some images skipped (see report.json),
+2 error (bad options, models not available, settings differ from the run in --out),
+130 interrupted.
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``label`` and its options."""
+    from ovperc.labeling.writers import FORMATS, IMAGE_MODES
+
+    parser = subparsers.add_parser(
+        "label",
+        help="label a folder of images into a YOLO, COCO or Pascal VOC dataset",
+        description="Scan SOURCE recursively for images (jpg, jpeg, png, bmp, webp, tif, "
+                    "tiff, any case), run the chain on each, and write a dataset to --out. "
+                    "Bad files are skipped with a reason; a report is printed and saved as "
+                    "report.json.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("source", type=Path, metavar="SOURCE",
+                        help="folder of images (scanned recursively, hidden files skipped) "
+                             "or a single image file")
+    parser.add_argument("--out", "-o", type=Path, required=True, metavar="DIR",
+                        help="dataset folder to write (created; resumed if it holds an "
+                             "interrupted run with the same settings)")
+    add_class_options(parser)
+    out = parser.add_argument_group("output")
+    out.add_argument("--format", choices=FORMATS, default="yolo",
+                     help="yolo: images/, labels/*.txt, data.yaml; coco: images/, "
+                          "annotations.json; voc: images/, annotations/*.xml, labels.txt "
+                          "(default yolo)")
+    out.add_argument("--masks", action="store_true",
+                     help="segment every box with SAM and write masks: YOLO segmentation "
+                          "polygons, COCO RLE, or for VOC instance PNGs in masks/")
+    out.add_argument("--mask-png", action="store_true",
+                     help="also write masks/<name>.png per image: pixel value k is the k-th "
+                          "annotation of that image, 0 background (implies --masks)")
+    out.add_argument("--images", choices=IMAGE_MODES, default="copy",
+                     help="how images get into DIR/images: copy (default), hardlink, symlink, "
+                          "or none (annotations only)")
+    out.add_argument("--overwrite", action="store_true",
+                     help="discard a previous run in --out made with other settings (classes, "
+                          "models, thresholds, format) and start over; other files are kept")
+    out.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                     help=f"skip images declaring more pixels than N (default {DEFAULT_MAX_PIXELS:,})")
+    out.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (it shows images/s and the time left)")
+    add_model_options(parser)
+    add_threshold_options(parser)
+    parser.set_defaults(func=run_label)
+
+
+def run_label(args: argparse.Namespace) -> int:
+    """Run ``ovperc label``; returns the exit code."""
+    from ovperc.hub import ModelNotAvailableError
+    from ovperc.labeling.manifest import ManifestMismatchError
+    from ovperc.labeling.runner import label_folder
+
+    masks = bool(args.masks or args.mask_png)
+    try:
+        ontology = ontology_from_args(args)
+        tags = ontology is None or args.tag_merge
+        preset = choose_preset(args, masks=masks, tags=tags)
+        pipeline = build_pipeline(args, preset=preset)
+        if tags and pipeline.tagger is None:
+            raise ValueError("no --classes or --ontology given and the chain has no tagger: "
+                             "give classes, or a preset/--tagger that tags")
+        if not args.source.exists():
+            raise ValueError(f"source not found: {args.source}")
+    except (ValueError, OSError, ModelNotAvailableError, ImportError) as error:
+        print(f"error: {describe_error(error)}", file=sys.stderr)
+        return 2
+
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        report = label_folder(
+            pipeline, args.source, args.out,
+            classes=ontology, format=args.format, masks=masks, mask_png=args.mask_png,
+            images=args.images, batch_size=args.batch_size, tag_merge=args.tag_merge,
+            overwrite=args.overwrite, signature=run_signature(args, preset=preset),
+            decode_workers=args.decode_workers, max_pixels=args.max_pixels,
+            progress=not args.no_progress,
+        )
+    except ManifestMismatchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as error:  # models that cannot load, disk full, ...
+        print(f"error: {describe_error(error)}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(report.summary())
+    print(f"report: {Path(args.out) / 'report.json'}")
+    if report.interrupted:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+    return report.exit_code
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

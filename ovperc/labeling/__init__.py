@@ -1,0 +1,39 @@
+"""Batch folder labelling: scan a folder, run the chain, write a training dataset.
+
+The pieces are small and reusable on their own: :mod:`~ovperc.labeling.scan` lists images,
+:mod:`~ovperc.labeling.writers` writes one image's annotations atomically in a dataset
+format, :mod:`~ovperc.labeling.manifest` records what is done so a run resumes, and
+:mod:`~ovperc.labeling.runner` ties them to a :class:`~ovperc.Pipeline`.
+
+Example:
+    >>> from ovperc.labeling import label_folder  # doctest: +SKIP
+    >>> report = label_folder(pipe, "photos/", "dataset/", classes="person, car")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "label_folder": "ovperc.labeling.runner",
+    "Report": "ovperc.labeling.report",
+    "scan_images": "ovperc.labeling.scan",
+    "ScanEntry": "ovperc.labeling.scan",
+    "Manifest": "ovperc.labeling.manifest",
+    "ManifestMismatchError": "ovperc.labeling.manifest",
+    "make_writer": "ovperc.labeling.writers",
+    "FORMATS": "ovperc.labeling.writers",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ovperc.labeling' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

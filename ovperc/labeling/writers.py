@@ -1,0 +1,500 @@
+"""Dataset writers: one image's annotations at a time, each file written atomically.
+
+Nothing is held per image: :meth:`DatasetWriter.write` writes an image's files as soon as
+its detections are known, and :meth:`DatasetWriter.finalize` writes the few dataset-wide
+files (``data.yaml``, COCO's ``annotations.json``, assembled by streaming per-image parts).
+
+Layouts (``<stem>`` comes from :func:`ovperc.labeling.scan.output_stems`)::
+
+    yolo:  images/<stem>.<ext>   labels/<stem>.txt        data.yaml
+    coco:  images/<stem>.<ext>   annotations.json
+    voc:   images/<stem>.<ext>   annotations/<stem>.xml   labels.txt
+    masks/<stem>.png   (voc with masks, or any format with mask PNGs asked for)
+
+Per-box lines come from supervision's per-object helpers (``object_to_yolo``,
+``object_to_pascal_voc``, ``detections_to_coco_annotations``); the files load back with
+``sv.DetectionDataset.from_yolo / from_coco / from_pascal_voc``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from xml.etree import ElementTree
+
+import numpy as np
+
+from ovperc.labeling.atomic import atomic_copy, atomic_link, atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    import supervision as sv
+
+logger = logging.getLogger(__name__)
+
+FormatName = Literal["yolo", "coco", "voc"]
+FORMATS: tuple[str, ...] = ("yolo", "coco", "voc")
+ImageMode = Literal["copy", "hardlink", "symlink", "none"]
+IMAGE_MODES: tuple[str, ...] = ("copy", "hardlink", "symlink", "none")
+
+#: folder (inside the dataset) for run state: manifest, log, COCO per-image parts.
+STATE_DIR = ".ovperc"
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """What a writer needs to know about one image.
+
+    Attributes:
+        source: the original image file (copied or linked into ``images/``).
+        stem: the collision-free output name without extension.
+        suffix: the original extension (``.jpg``, ``.PNG``, ...).
+        width, height: size in pixels after EXIF orientation (what the boxes refer to).
+
+    Example:
+        >>> ImageItem(Path("photos/a.jpg"), "a", ".jpg", 640, 480).file_name
+        'a.jpg'
+    """
+
+    source: Path
+    stem: str
+    suffix: str
+    width: int
+    height: int
+
+    @property
+    def file_name(self) -> str:
+        """The image's file name inside the dataset's ``images/`` folder."""
+        return self.stem + self.suffix
+
+
+class DatasetWriter:
+    """Writes one dataset format; subclasses add the per-format files.
+
+    Args:
+        out: the dataset folder.
+        masks: write masks in the format's own way (YOLO polygons, COCO RLE, VOC PNGs).
+        mask_png: also write one instance-mask PNG per image in ``masks/``.
+        images: put each image in ``images/`` by ``copy`` (default), ``hardlink``,
+            ``symlink``, or ``none`` (annotations only).
+        durable: ``fsync`` every file before it is renamed into place.
+
+    Example:
+        >>> writer = make_writer("yolo", "dataset/", masks=True)  # doctest: +SKIP
+        >>> writer.write(item, detections, ["person", "car"])  # doctest: +SKIP
+        >>> writer.finalize(["person", "car"], ["a", "b"])  # doctest: +SKIP
+    """
+
+    format: str = ""
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        *,
+        masks: bool = False,
+        mask_png: bool = False,
+        images: ImageMode = "copy",
+        durable: bool = True,
+    ) -> None:
+        if images not in IMAGE_MODES:
+            raise ValueError(f"images must be one of {IMAGE_MODES}, got {images!r}")
+        self.out = Path(out)
+        self.masks = masks
+        self.mask_png = mask_png
+        self.images = images
+        self.durable = durable
+
+    # -------------------------------------------------------------- per image
+    def write(self, item: ImageItem, detections: sv.Detections, classes: list[str]) -> None:
+        """Write every file of one image (image, annotations, masks), each atomically.
+
+        ``detections.class_id`` must index ``classes`` (the dataset ontology's classes).
+        """
+        self._check_ids(detections, classes)
+        self._write_image(item)
+        if self.wants_png:
+            masks = detections.mask
+            if masks is None:
+                masks = np.zeros((0, item.height, item.width), dtype=bool)
+            png = encode_instance_png(masks, (item.height, item.width))
+            atomic_write_bytes(self.mask_path(item.stem), png, durable=self.durable)
+        self._write_annotations(item, detections, classes)
+
+    @property
+    def wants_png(self) -> bool:
+        """Whether instance-mask PNGs are written."""
+        return self.mask_png
+
+    def mask_path(self, stem: str) -> Path:
+        """Where an image's instance-mask PNG goes."""
+        return self.out / "masks" / f"{stem}.png"
+
+    def image_path(self, item: ImageItem) -> Path:
+        """Where an image goes inside the dataset."""
+        return self.out / "images" / item.file_name
+
+    def _write_image(self, item: ImageItem) -> None:
+        if self.images == "none":
+            return
+        target = self.image_path(item)
+        if self.images == "copy":
+            atomic_copy(item.source, target, durable=self.durable)
+        else:
+            atomic_link(item.source, target, symbolic=self.images == "symlink")
+
+    def _write_annotations(self, item: ImageItem, detections: sv.Detections, classes: list[str]) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _check_ids(detections: sv.Detections, classes: list[str]) -> None:
+        if len(detections) == 0:
+            return
+        ids = np.asarray(detections.class_id)
+        if ids.min() < 0 or ids.max() >= len(classes):
+            raise ValueError(
+                f"class ids {sorted(set(ids.tolist()))} do not all index the {len(classes)} classes"
+            )
+
+    # -------------------------------------------------------------- whole dataset
+    def finalize(self, classes: list[str], stems: Iterable[str]) -> None:
+        """Write the dataset-wide files for the images ``stems`` (in dataset order)."""
+
+    def managed(self) -> list[Path]:
+        """Every path this writer may create (removed by ``--overwrite``)."""
+        return [self.out / "images", self.out / "masks"]
+
+
+# ---------------------------------------------------------------------------------- YOLO
+class YoloWriter(DatasetWriter):
+    """YOLO detection (``class cx cy w h``) or, with masks, segmentation polygon lines.
+
+    With masks, each detection is one line: its mask's outline as a polygon (a mask in
+    several pieces, or with holes, is joined into one outline by zero-width seams), so the
+    label file has exactly one line per detection. ``data.yaml`` lists the classes by id.
+    """
+
+    format = "yolo"
+
+    def label_path(self, stem: str) -> Path:
+        """Where an image's label file goes."""
+        return self.out / "labels" / f"{stem}.txt"
+
+    def _write_annotations(self, item: ImageItem, detections: sv.Detections, classes: list[str]) -> None:
+        lines = yolo_lines(detections, (item.height, item.width), masks=self.masks)
+        text = "".join(line + "\n" for line in lines)
+        atomic_write_text(self.label_path(item.stem), text, durable=self.durable)
+
+    def finalize(self, classes: list[str], stems: Iterable[str]) -> None:
+        import yaml
+
+        data = {"train": "images", "val": "images", "nc": len(classes),
+                "names": dict(enumerate(classes))}
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        atomic_write_text(self.out / "data.yaml", text, durable=self.durable)
+
+    def managed(self) -> list[Path]:
+        return [*super().managed(), self.out / "labels", self.out / "data.yaml"]
+
+
+def yolo_lines(detections: sv.Detections, image_hw: tuple[int, int], *, masks: bool) -> list[str]:
+    """One YOLO line per detection: a box, or with ``masks`` the mask's polygon.
+
+    Example:
+        >>> det = sv.Detections(xyxy=np.array([[0., 0., 10., 20.]]), class_id=np.array([1]))  # doctest: +SKIP
+        >>> yolo_lines(det, (40, 40), masks=False)  # doctest: +SKIP
+        ['1 0.12500 0.25000 0.25000 0.50000']
+    """
+    from supervision.dataset.formats.yolo import object_to_yolo
+
+    lines = []
+    for i in range(len(detections)):
+        xyxy = np.asarray(detections.xyxy[i], dtype=np.float64)
+        class_id = int(detections.class_id[i])
+        polygon = None
+        if masks and detections.mask is not None:
+            polygon = mask_polygon(detections.mask[i])
+        if polygon is None:
+            lines.append(object_to_yolo(xyxy, class_id, image_hw))
+        else:
+            lines.append(object_to_yolo(xyxy, class_id, image_hw, polygon=polygon))
+    return lines
+
+
+def mask_polygon(mask: np.ndarray, approximation: float = 0.5) -> np.ndarray | None:
+    """A mask's outline as one ``(N, 2)`` polygon, or ``None`` for an empty mask.
+
+    Pieces are joined to the largest one, and holes to their outline, by zero-width seams
+    (the path goes out to the piece and back the same way), so filling the polygon gives
+    the mask back, up to the outline's simplification.
+
+    Example:
+        >>> m = np.zeros((8, 8), bool); m[2:6, 2:6] = True
+        >>> mask_polygon(m).shape[1]
+        2
+    """
+    from supervision.dataset.utils import approximate_mask_with_polygons
+
+    if not mask.any():
+        return None
+    try:
+        polygons = approximate_mask_with_polygons(
+            mask=mask, approximation_percentage=approximation, bridge_holes=True)
+    except ValueError:
+        polygons = approximate_mask_with_polygons(mask=mask, approximation_percentage=approximation)
+    polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons]
+    polygons = [p for p in polygons if len(p) >= 3]
+    if not polygons:
+        return None
+    polygons.sort(key=lambda p: -_polygon_area(p))
+    joined = polygons[0]
+    for piece in polygons[1:]:
+        dist = ((joined[:, None, :] - piece[None, :, :]) ** 2).sum(-1)
+        a, b = np.unravel_index(int(np.argmin(dist)), dist.shape)
+        detour = np.concatenate([piece[b:], piece[: b + 1], joined[a : a + 1]])
+        joined = np.concatenate([joined[: a + 1], detour, joined[a + 1 :]])
+    return joined
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+# ---------------------------------------------------------------------------------- COCO
+class CocoWriter(DatasetWriter):
+    """COCO: boxes, masks as compressed RLE (``iscrowd: 0``), a ``score`` per annotation.
+
+    Each image's part is written to ``.ovperc/coco/<stem>.json``; :meth:`finalize` streams
+    the parts into ``annotations.json`` (image ids 1..N in dataset order, annotation ids in
+    order), so memory does not grow with the dataset.
+    """
+
+    format = "coco"
+
+    def part_path(self, stem: str) -> Path:
+        """Where one image's COCO part is kept until the final file is assembled."""
+        return self.out / STATE_DIR / "coco" / f"{stem}.json"
+
+    def _write_annotations(self, item: ImageItem, detections: sv.Detections, classes: list[str]) -> None:
+        part = {
+            "image": {"file_name": item.file_name, "width": item.width, "height": item.height},
+            "annotations": coco_annotations(detections, masks=self.masks),
+        }
+        atomic_write_text(self.part_path(item.stem), _dumps(part) + "\n", durable=self.durable)
+
+    def finalize(self, classes: list[str], stems: Iterable[str]) -> None:
+        from supervision.dataset.formats.coco import classes_to_coco_categories
+
+        target = self.out / "annotations.json"
+        stems = list(stems)
+        fd, tmp = tempfile.mkstemp(dir=self.out, prefix=".annotations.json.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write('{"info": {"description": "labelled with ovperc"},\n')
+                handle.write(f'"categories": {_dumps(classes_to_coco_categories(classes))},\n')
+                handle.write('"images": [')
+                for image_id, stem in enumerate(stems, start=1):
+                    image = dict(self._read_part(stem)["image"])
+                    image = {"id": image_id, **image}
+                    handle.write(("\n" if image_id == 1 else ",\n") + _dumps(image))
+                handle.write('],\n"annotations": [')
+                annotation_id = 1
+                for image_id, stem in enumerate(stems, start=1):
+                    for annotation in self._read_part(stem)["annotations"]:
+                        record = {"id": annotation_id, "image_id": image_id, **annotation}
+                        handle.write(("\n" if annotation_id == 1 else ",\n") + _dumps(record))
+                        annotation_id += 1
+                handle.write("]}\n")
+                if self.durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _read_part(self, stem: str) -> dict:
+        return json.loads(self.part_path(stem).read_text(encoding="utf-8"))
+
+    def managed(self) -> list[Path]:
+        return [*super().managed(), self.out / "annotations.json"]
+
+
+def coco_annotations(detections: sv.Detections, *, masks: bool) -> list[dict]:
+    """COCO annotation dicts (without ``id``/``image_id``) for one image's detections.
+
+    Boxes come from supervision's ``detections_to_coco_annotations`` (``category_id`` is
+    ``class_id + 1``); masks are compressed RLE from ``pycocotools``.
+
+    Example:
+        >>> coco_annotations(det, masks=True)[0]["segmentation"]["size"]  # doctest: +SKIP
+        [480, 640]
+    """
+    import supervision as sv
+    from supervision.dataset.formats.coco import detections_to_coco_annotations
+
+    if len(detections) == 0:
+        return []
+    boxes = sv.Detections(xyxy=np.asarray(detections.xyxy, dtype=np.float64),
+                          class_id=np.asarray(detections.class_id, dtype=int))
+    records, _ = detections_to_coco_annotations(boxes, image_id=0, annotation_id=0)
+    out = []
+    for i, record in enumerate(records):
+        annotation = {
+            "category_id": int(record["category_id"]),
+            "bbox": [round(float(v), 2) for v in record["bbox"]],
+            "area": round(float(record["area"]), 2),
+            "iscrowd": 0,
+        }
+        if masks and detections.mask is not None:
+            annotation["segmentation"] = mask_to_coco_rle(detections.mask[i])
+            annotation["area"] = float(int(detections.mask[i].sum()))
+        else:
+            annotation["segmentation"] = []
+        if detections.confidence is not None:
+            annotation["score"] = round(float(detections.confidence[i]), 4)
+        out.append(annotation)
+    return out
+
+
+def mask_to_coco_rle(mask: np.ndarray) -> dict:
+    """A bool mask as COCO compressed RLE: ``{"size": [h, w], "counts": str}``.
+
+    Example:
+        >>> mask_to_coco_rle(np.ones((2, 3), bool))
+        {'size': [2, 3], 'counts': '06'}
+    """
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------- VOC
+class VocWriter(DatasetWriter):
+    """Pascal VOC: one XML per image with each detection's box and class name.
+
+    Masks go to instance PNGs in ``masks/`` (pixel value k = the k-th object of the XML);
+    ``labels.txt`` lists the classes by id, since VOC files name classes, not ids.
+    """
+
+    format = "voc"
+
+    @property
+    def wants_png(self) -> bool:
+        return self.mask_png or self.masks
+
+    def xml_path(self, stem: str) -> Path:
+        """Where an image's XML goes."""
+        return self.out / "annotations" / f"{stem}.xml"
+
+    def _write_annotations(self, item: ImageItem, detections: sv.Detections, classes: list[str]) -> None:
+        xml = voc_xml(item, detections, classes)
+        atomic_write_text(self.xml_path(item.stem), xml, durable=self.durable)
+
+    def finalize(self, classes: list[str], stems: Iterable[str]) -> None:
+        text = "".join(name + "\n" for name in classes)
+        atomic_write_text(self.out / "labels.txt", text, durable=self.durable)
+
+    def managed(self) -> list[Path]:
+        return [*super().managed(), self.out / "annotations", self.out / "labels.txt"]
+
+
+def voc_xml(item: ImageItem, detections: sv.Detections, classes: list[str]) -> str:
+    """The Pascal VOC XML text of one image (objects from supervision's ``object_to_pascal_voc``).
+
+    Example:
+        >>> print(voc_xml(item, det, ["dog"]))  # doctest: +SKIP
+    """
+    from supervision.dataset.formats.pascal_voc import object_to_pascal_voc
+
+    root = ElementTree.Element("annotation")
+    ElementTree.SubElement(root, "folder").text = "images"
+    ElementTree.SubElement(root, "filename").text = item.file_name
+    size = ElementTree.SubElement(root, "size")
+    ElementTree.SubElement(size, "width").text = str(item.width)
+    ElementTree.SubElement(size, "height").text = str(item.height)
+    ElementTree.SubElement(size, "depth").text = "3"
+    ElementTree.SubElement(root, "segmented").text = "0"
+    for i in range(len(detections)):
+        xyxy = np.asarray(detections.xyxy[i], dtype=np.float64)
+        obj = object_to_pascal_voc(xyxy, name=classes[int(detections.class_id[i])])
+        if detections.confidence is not None:
+            ElementTree.SubElement(obj, "confidence").text = f"{float(detections.confidence[i]):.4f}"
+        root.append(obj)
+    ElementTree.indent(root, space="  ")
+    return ElementTree.tostring(root, encoding="unicode") + "\n"
+
+
+# ---------------------------------------------------------------------------------- masks
+def encode_instance_png(masks: np.ndarray, image_hw: tuple[int, int]) -> bytes:
+    """An instance-id PNG: 0 is background, k the k-th mask (later masks drawn on top).
+
+    8-bit for up to 255 instances, 16-bit beyond.
+
+    Example:
+        >>> png = encode_instance_png(np.ones((1, 4, 4), bool), (4, 4))
+        >>> png[:4]
+        b'\\x89PNG'
+    """
+    from PIL import Image
+
+    n = len(masks)
+    dtype = np.uint8 if n <= 255 else np.uint16
+    canvas = np.zeros(image_hw, dtype=dtype)
+    for k in range(n):
+        canvas[masks[k]] = k + 1
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_instance_png(path: str | os.PathLike) -> np.ndarray:
+    """Read an instance PNG back as a ``(N, H, W)`` bool array (N = largest id).
+
+    Example:
+        >>> decode_instance_png("dataset/masks/a.png").shape  # doctest: +SKIP
+        (3, 480, 640)
+    """
+    from PIL import Image
+
+    with Image.open(path) as img:
+        ids = np.asarray(img)
+    n = int(ids.max(initial=0))
+    return np.stack([ids == k for k in range(1, n + 1)]) if n else np.zeros((0, *ids.shape), bool)
+
+
+_WRITERS: dict[str, type[DatasetWriter]] = {"yolo": YoloWriter, "coco": CocoWriter, "voc": VocWriter}
+
+
+def make_writer(
+    format: str,
+    out: str | os.PathLike,
+    *,
+    masks: bool = False,
+    mask_png: bool = False,
+    images: ImageMode = "copy",
+    durable: bool = True,
+) -> DatasetWriter:
+    """The writer for a format name.
+
+    Raises:
+        ValueError: unknown format.
+
+    Example:
+        >>> make_writer("coco", "dataset/").format
+        'coco'
+    """
+    if format not in _WRITERS:
+        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    return _WRITERS[format](out, masks=masks, mask_png=mask_png, images=images, durable=durable)
