@@ -1,0 +1,452 @@
+"""What one demo request does, without any web framework.
+
+:class:`DemoRunner` checks the input (image, classes, stage switches, thresholds), runs a
+per-request *view* of the pipeline and writes the downloadable files. The Gradio layer in
+:mod:`ovperc.demo.app` only turns its results and its :class:`DemoInputError` messages into
+page updates.
+
+A view is a new, lightweight :class:`~ovperc.Pipeline` over the same stage objects, so
+models load once and switching a stage off for one request never changes what another
+request sees. Thresholds are applied after detection, on the detector's output, rather
+than by changing the shared detector's attributes: the detector's own thresholds are the
+floor, and a request can only be stricter.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ovperc.image import ImageError, ImageSource, load_image
+from ovperc.ontology import Ontology
+from ovperc.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    import supervision as sv
+
+    from ovperc.result import Perception
+
+logger = logging.getLogger(__name__)
+
+#: Column headers of the detections table.
+TABLE_HEADERS = ["#", "class", "score", "CLIP class", "CLIP score", "x1", "y1", "x2", "y2"]
+
+
+class DemoInputError(ValueError):
+    """A request the demo refuses; the message is written for the person using the page."""
+
+
+@dataclass(frozen=True)
+class DemoLimits:
+    """What the demo accepts.
+
+    Attributes:
+        max_pixels: images with more pixels are refused (40 MP: a 7,700 x 5,200 photo).
+        max_side: images with a longer side are downscaled to it before the models run,
+            which bounds mask memory and the size of the page's result image.
+        max_classes: the most classes one request may name.
+        max_class_chars: the longest class name accepted.
+        max_file_mb: the largest upload the server accepts, in MB.
+        keep_seconds: result files older than this are removed from the work folder.
+
+    Example:
+        >>> DemoLimits(max_classes=200).max_classes
+        200
+    """
+
+    max_pixels: int = 40_000_000
+    max_side: int = 2048
+    max_classes: int = 1000
+    max_class_chars: int = 200
+    max_file_mb: int = 50
+    keep_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_pixels", "max_side", "max_classes", "max_class_chars", "max_file_mb",
+                     "keep_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"DemoLimits.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One request's settings, as the page sends them.
+
+    Attributes:
+        classes: classes to find, separated by commas or new lines; empty lets the tagger
+            choose.
+        tagging: run the tagger (when the pipeline has one).
+        detect_tags: with classes given, also look for the tagger's tags.
+        segment: run the segmenter (when the pipeline has one).
+        classify: run the CLIP classifier (when the pipeline has one).
+        clip_mode: the classifier's mode for this request (``None``: its own).
+        box_threshold: keep boxes whose detector confidence is at least this.
+        text_threshold: keep boxes whose class text score is at least this.
+
+    Example:
+        >>> RunOptions(classes="cat, dog", segment=False).classes
+        'cat, dog'
+    """
+
+    classes: str = ""
+    tagging: bool = True
+    detect_tags: bool = False
+    segment: bool = True
+    classify: bool = True
+    clip_mode: str | None = None
+    box_threshold: float | None = None
+    text_threshold: float | None = None
+
+
+@dataclass
+class DemoResult:
+    """What one request produced.
+
+    Attributes:
+        perception: the pipeline's result (its ``image`` is the processed image).
+        note: a remark for the page (e.g. that the image was downscaled), or ``""``.
+        seconds: wall time of the pipeline run.
+        json_path: the written ``Perception.to_dict()`` file.
+        mask_path: the written instance mask PNG, when there are masks.
+    """
+
+    perception: Perception
+    note: str
+    seconds: float
+    json_path: Path
+    mask_path: Path | None
+
+
+class _ThresholdedDetector:
+    """Runs the shared detector, then drops boxes under this request's thresholds."""
+
+    def __init__(self, detector: Any, box_threshold: float | None,
+                 text_threshold: float | None) -> None:
+        self.detector = detector
+        self.box_threshold = box_threshold
+        self.text_threshold = text_threshold
+
+    def detect(self, images: Sequence[np.ndarray],
+               prompts: Sequence[Sequence[str]]) -> list[sv.Detections]:
+        return [self._keep(det) for det in self.detector.detect(images, prompts)]
+
+    def _keep(self, det: sv.Detections) -> sv.Detections:
+        if len(det) == 0:
+            return det
+        keep = np.ones(len(det), dtype=bool)
+        if self.box_threshold is not None and det.confidence is not None:
+            keep &= det.confidence >= self.box_threshold
+        text_score = det.data.get("text_score")
+        if self.text_threshold is not None and text_score is not None:
+            keep &= np.asarray(text_score, dtype=float) >= self.text_threshold
+        return det if keep.all() else det[keep]
+
+
+def _threshold_of(stage: Any, name: str) -> float | None:
+    value = getattr(stage, name, None)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def split_classes(text: str | None) -> list[str]:
+    """Class names from a textbox: separated by commas or new lines, blanks dropped.
+
+    Example:
+        >>> split_classes("cat, dog\\n  red car ,")
+        ['cat', 'dog', 'red car']
+    """
+    if not text:
+        return []
+    names = (" ".join(part.split()) for part in re.split(r"[,\n;]", text))
+    return list(dict.fromkeys(name for name in names if name))
+
+
+def _safe_stem(name: str | None) -> str:
+    stem = Path(name).stem if name else "image"
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:40]
+    return stem or "image"
+
+
+class DemoRunner:
+    """Runs demo requests on one loaded pipeline.
+
+    Args:
+        pipeline: the stages to use; models load once and are shared by every request.
+        workdir: the folder where result files are written (the app owns it).
+        limits: what the demo accepts.
+
+    Raises:
+        ValueError: the pipeline has neither a detector nor a tagger.
+
+    Example:
+        >>> runner = DemoRunner(pipeline, workdir=tmp)  # doctest: +SKIP
+        >>> runner.run("street.jpg", RunOptions(classes="person, car")).perception  # doctest: +SKIP
+    """
+
+    def __init__(self, pipeline: Pipeline, workdir: str | Path,
+                 limits: DemoLimits | None = None) -> None:
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError(f"the demo needs an ovperc.Pipeline, got {type(pipeline).__name__}")
+        if pipeline.detector is None and pipeline.tagger is None:
+            raise ValueError(f"the demo needs a pipeline with a detector or a tagger, got {pipeline!r}")
+        self.pipeline = pipeline
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.limits = limits or DemoLimits()
+
+    # ------------------------------------------------------------------ what the pipeline has
+    @property
+    def has_tagger(self) -> bool:
+        return self.pipeline.tagger is not None
+
+    @property
+    def has_detector(self) -> bool:
+        return self.pipeline.detector is not None
+
+    @property
+    def has_segmenter(self) -> bool:
+        return self.pipeline.segmenter is not None and self.has_detector
+
+    @property
+    def has_classifier(self) -> bool:
+        return self.pipeline.classifier is not None and self.has_detector
+
+    @property
+    def clip_modes(self) -> tuple[str, ...]:
+        """The classifier's modes, when it has a ``mode`` to switch (else empty)."""
+        classifier = self.pipeline.classifier
+        if classifier is None or not isinstance(getattr(classifier, "mode", None), str):
+            return ()
+        from ovperc.stages.clip_classifier import MODES
+
+        return tuple(MODES) if classifier.mode in MODES else (classifier.mode,)
+
+    @property
+    def clip_mode(self) -> str | None:
+        """The classifier's own mode."""
+        mode = getattr(self.pipeline.classifier, "mode", None)
+        return mode if isinstance(mode, str) else None
+
+    @property
+    def box_threshold(self) -> float:
+        """The detector's own box threshold (the lowest a request can use), 0 if unknown."""
+        return _threshold_of(self.pipeline.detector, "box_threshold") or 0.0
+
+    @property
+    def text_threshold(self) -> float | None:
+        """The detector's own text threshold, ``None`` when it has none."""
+        return _threshold_of(self.pipeline.detector, "text_threshold")
+
+    # ------------------------------------------------------------------ one request
+    def view(self, options: RunOptions) -> Pipeline:
+        """A per-request pipeline over the same stage objects (no model is copied).
+
+        Raises:
+            DemoInputError: the options switch every stage off, or name an unknown mode.
+        """
+        base = self.pipeline
+        tagger = base.tagger if options.tagging else None
+        detector = base.detector
+        if detector is not None and (options.box_threshold is not None
+                                     or options.text_threshold is not None):
+            detector = _ThresholdedDetector(detector, options.box_threshold,
+                                            options.text_threshold)
+        segmenter = base.segmenter if options.segment and detector is not None else None
+        classifier = None
+        if options.classify and detector is not None and base.classifier is not None:
+            classifier = self._classifier(options.clip_mode)
+        if tagger is None and detector is None:
+            raise DemoInputError("Every stage is switched off: switch tagging on.")
+        return Pipeline(tagger=tagger, detector=detector, segmenter=segmenter,
+                        classifier=classifier, nms=base.nms, nms_iou=base.nms_iou,
+                        keep_images=True)
+
+    def _classifier(self, mode: str | None) -> Any:
+        classifier = self.pipeline.classifier
+        if mode is None or mode == self.clip_mode:
+            return classifier
+        if mode not in self.clip_modes:
+            raise DemoInputError(
+                f"Unknown CLIP mode {mode!r}; choose one of: {', '.join(self.clip_modes)}.")
+        # A shallow copy shares the loaded model and its text-embedding cache.
+        view = copy.copy(classifier)
+        view.mode = mode
+        return view
+
+    def read_image(self, source: ImageSource, name: str | None = None) -> tuple[np.ndarray, str]:
+        """Decode an upload, refusing what the demo cannot take; downscale large images.
+
+        Returns:
+            The RGB image and a note for the page (``""`` when nothing was changed).
+
+        Raises:
+            DemoInputError: no image, not an image, empty, corrupt or too large.
+        """
+        label = name or "the upload"
+        if source is None:
+            raise DemoInputError("Upload an image (or pick an example) first.")
+        try:
+            image = load_image(source, max_pixels=self.limits.max_pixels)
+        except ImageError as error:
+            # the library's advice to raise max_pixels is for programmers, not for the page
+            reason = error.reason.split(" (raise max_pixels")[0]
+            raise DemoInputError(f"{label} cannot be used: {reason}.") from None
+        height, width = image.shape[:2]
+        if max(height, width) <= self.limits.max_side:
+            return image, ""
+        from PIL import Image
+
+        scale = self.limits.max_side / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR,
+                                                         reducing_gap=3.0))
+        note = (f"The image ({width}x{height}) was downscaled to {size[0]}x{size[1]} for the "
+                f"demo (longer side at most {self.limits.max_side} px); boxes refer to that size.")
+        return np.ascontiguousarray(small), note
+
+    def ontology(self, text: str | None, options: RunOptions) -> Ontology | None:
+        """The request's classes, or ``None`` to let the tagger choose.
+
+        Raises:
+            DemoInputError: no classes and no tagger to choose them, too many classes, or a
+                class name that is too long.
+        """
+        names = split_classes(text)
+        if not names:
+            if not self.has_detector:
+                return None
+            if not self.has_tagger:
+                raise DemoInputError(
+                    "Type the classes to find, separated by commas (e.g. `person, dog`): "
+                    "this demo has no tagger to suggest them.")
+            if not options.tagging:
+                raise DemoInputError(
+                    "Type the classes to find, or switch tagging on to let the tagger pick them.")
+            return None
+        if len(names) > self.limits.max_classes:
+            raise DemoInputError(
+                f"{len(names):,} classes given; the demo takes at most "
+                f"{self.limits.max_classes:,} per image.")
+        too_long = [n for n in names if len(n) > self.limits.max_class_chars]
+        if too_long:
+            raise DemoInputError(
+                f"A class name is {len(too_long[0]):,} characters long; the limit is "
+                f"{self.limits.max_class_chars}. Separate classes with commas.")
+        return Ontology(names)
+
+    def run(self, source: ImageSource | None, options: RunOptions,
+            name: str | None = None) -> DemoResult:
+        """Run one request and write its files.
+
+        Args:
+            source: the uploaded file's path (or any :func:`~ovperc.load_image` input).
+            options: the page's settings.
+            name: the file name the user uploaded (for messages and file names).
+
+        Raises:
+            DemoInputError: anything the page should explain instead of a result.
+
+        Example:
+            >>> runner.run("shapes.png", RunOptions(classes="red square")).json_path  # doctest: +SKIP
+        """
+        image, note = self.read_image(source, name)
+        view = self.view(options)
+        classes = self.ontology(options.classes, options)
+        start = time.perf_counter()
+        try:
+            [perception] = view.run_batch([image], classes=classes,
+                                          tag_merge=options.detect_tags, sources=[name])
+        except ValueError as error:
+            raise DemoInputError(f"The pipeline refused this request: {error}") from error
+        seconds = time.perf_counter() - start
+        json_path, mask_path = self.write_files(perception, name)
+        return DemoResult(perception=perception, note=note, seconds=seconds,
+                          json_path=json_path, mask_path=mask_path)
+
+    # ------------------------------------------------------------------ files
+    def write_files(self, perception: Perception, name: str | None = None
+                    ) -> tuple[Path, Path | None]:
+        """Write the result JSON and (with masks) the instance mask PNG into the work folder."""
+        from PIL import Image
+
+        self._remove_old_files()
+        stem = f"{_safe_stem(name)}-{uuid.uuid4().hex[:8]}"
+        json_path = self.workdir / f"{stem}.json"
+        json_path.write_text(json.dumps(perception.to_dict(), indent=1), encoding="utf-8")
+        mask = instance_mask(perception)
+        mask_path = None
+        if mask is not None:
+            mask_path = self.workdir / f"{stem}-masks.png"
+            Image.fromarray(mask).save(mask_path)
+        return json_path, mask_path
+
+    def _remove_old_files(self) -> None:
+        cutoff = time.time() - self.limits.keep_seconds
+        for path in self.workdir.iterdir():
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except OSError:  # removed by another request meanwhile
+                continue
+
+
+def instance_mask(perception: Perception) -> np.ndarray | None:
+    """One image of instance ids: pixel value ``k`` is detection ``k`` (1-based), 0 is none.
+
+    Where masks overlap, the earlier detection (a higher row in the table) wins. The array
+    is ``uint8`` below 256 detections, else ``uint16``; ``None`` without masks.
+
+    Example:
+        >>> instance_mask(result).max() == len(result.detections)  # doctest: +SKIP
+        True
+    """
+    det = perception.detections
+    if det.mask is None or len(det) == 0:
+        return None
+    dtype = np.uint8 if len(det) < 256 else np.uint16
+    out = np.zeros(det.mask.shape[1:], dtype=dtype)
+    for index in range(len(det) - 1, -1, -1):
+        out[det.mask[index]] = index + 1
+    return out
+
+
+def detections_table(perception: Perception) -> list[list[Any]]:
+    """Rows of :data:`TABLE_HEADERS`: number, class, score, CLIP class and score, box.
+
+    Example:
+        >>> detections_table(result)[0][:3]  # doctest: +SKIP
+        [1, 'dog', 0.871]
+    """
+    det = perception.detections
+    clip_class = det.data.get("clip_class")
+    clip_score = det.data.get("clip_score")
+    rows = []
+    for i in range(len(det)):
+        rows.append([
+            i + 1,
+            perception.class_names[i] if perception.class_names else str(det.class_id[i]),
+            None if det.confidence is None else round(float(det.confidence[i]), 3),
+            "" if clip_class is None else str(clip_class[i]),
+            "" if clip_score is None else f"{float(clip_score[i]):.3f}",
+            *(round(float(v), 1) for v in det.xyxy[i]),
+        ])
+    return rows
+
+
+def tag_scores(perception: Perception) -> dict[str, float]:
+    """Tags as ``{name: score}``, best first.
+
+    Example:
+        >>> tag_scores(result)  # doctest: +SKIP
+        {'dog': 0.93, 'grass': 0.71}
+    """
+    return {tag.name: float(tag.score) for tag in perception.tags}
