@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from importlib import resources
 from typing import Any
 
 #: role -> (module, class) of the default implementation.
@@ -32,7 +33,43 @@ PRESETS: dict[str, dict[str, str]] = {
         r: DEFAULT_MODELS[r] for r in ("detector", "segmenter", "classifier")
     },
     "segment": {"segmenter": DEFAULT_MODELS["segmenter"]},
+    # Toy models trained on the synthetic shapes world (ovperc.shapes, train/shapes.py):
+    # shipped with the package for offline use and tests, useless on real photos.
+    "shapes-tiny": {
+        "tagger": "ovperc-data:shapes-tiny/clip",
+        "detector": "ovperc-data:shapes-tiny/grounding-dino",
+        "segmenter": "ovperc-data:shapes-tiny/sam.pth",
+        "classifier": "ovperc-data:shapes-tiny/clip",
+    },
 }
+
+#: A model or file shipped inside the ovperc package: ``"ovperc-data:<path under ovperc/data>"``.
+PACKAGE_DATA = "ovperc-data:"
+
+#: preset name -> role -> keyword arguments for that role's stage, used while the role keeps
+#: the preset's own model (options given by the caller win).
+PRESET_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
+    "shapes-tiny": {
+        "tagger": {"vocabulary": "ovperc-data:shapes-tiny/tags.txt", "threshold": 0.1, "top_k": 4},
+        "detector": {"box_threshold": 0.3, "text_threshold": 0.25},
+        "classifier": {"mode": "relabel"},
+    },
+}
+
+
+def resolve_packaged(value: Any) -> Any:
+    """The file path of an ``ovperc-data:`` name; any other value unchanged.
+
+    Example:
+        >>> resolve_packaged("ovperc-data:tags.txt").endswith("tags.txt")
+        True
+        >>> resolve_packaged("vit_b")
+        'vit_b'
+    """
+    if isinstance(value, str) and value.startswith(PACKAGE_DATA):
+        relative = value[len(PACKAGE_DATA):].strip("/")
+        return str(resources.files("ovperc").joinpath("data", *relative.split("/")))
+    return value
 
 
 #: tagger names that select the native RAM models instead of the CLIP tagger.
@@ -78,7 +115,9 @@ def build_preset(
 
     A model given for a role the preset lacks adds that role. When the tagger and the
     classifier name the same CLIP model they share one loaded copy. A tagger named
-    ``ram_plus`` / ``ram`` (or a RAM checkpoint path) is the native RAM tagger.
+    ``ram_plus`` / ``ram`` (or a RAM checkpoint path) is the native RAM tagger. Models and
+    option values named ``ovperc-data:...`` are files shipped with the package; a role
+    that keeps the preset's model also gets the preset's options (:data:`PRESET_OPTIONS`).
 
     Example:
         >>> sorted(build_preset("detect", device="cpu", dtype="float32", models={}, options={}))
@@ -93,6 +132,12 @@ def build_preset(
     for role, model in models.items():
         if model is not None:
             chosen[role] = model
+    role_options: dict[str, dict[str, Any]] = {}
+    for role, model in chosen.items():
+        own = PRESET_OPTIONS.get(name, {}).get(role, {}) if model == PRESETS[name].get(role) else {}
+        merged = {**own, **options.get(role, {})}
+        role_options[role] = {key: resolve_packaged(value) for key, value in merged.items()}
+        chosen[role] = resolve_packaged(model)
     stages: dict[str, Any] = {}
     shared_clip = _shared_clip(chosen, device, dtype)
     for role, model in chosen.items():
@@ -101,7 +146,7 @@ def build_preset(
             continue
         if shared_clip is not None and role in ("tagger", "classifier"):
             model = shared_clip
-        stages[role] = _build(role, model, device, dtype, options.get(role, {}))
+        stages[role] = _build(role, model, device, dtype, role_options[role])
     return stages
 
 
