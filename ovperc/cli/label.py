@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import sys
 from pathlib import Path
@@ -20,14 +21,18 @@ from ovperc.cli.options import (
 )
 from ovperc.image import DEFAULT_MAX_PIXELS
 
+ENGINES = ("local", "ray")
+
 EPILOG = """\
 examples:
   ovperc label photos/ --out dataset/ --classes "person, car, dog" --format yolo --masks
   ovperc label photos/ --out dataset/ --ontology ontology.yaml --format coco
   ovperc label photos/ --out dataset/            # no classes: tags decide
+  ovperc label /shared/photos --out /shared/ds --classes dog --engine ray --ray-address auto
 
 Rerun the same command after an interruption (Ctrl-C, kill, crash) to resume: finished
 images are skipped and the result is the dataset an uninterrupted run writes.
+Both engines write the same dataset, so a run started with one resumes with the other.
 Exit code: 0 all images labelled, 1 some images skipped (see report.json),
 2 error (bad options, models not available, settings differ from the run in --out),
 130 interrupted.
@@ -78,7 +83,70 @@ def add_parser(subparsers: Any) -> None:
                      help="no progress bar (it shows images/s and the time left)")
     add_model_options(parser)
     add_threshold_options(parser)
+    add_engine_options(parser)
     parser.set_defaults(func=run_label)
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """``--engine``, ``--ray-address``, ``--num-workers``, ``--gpus-per-worker``."""
+    group = parser.add_argument_group(
+        "engine", "where the chain runs; both engines write the same dataset")
+    group.add_argument("--engine", choices=ENGINES, default="local",
+                       help="local: this process (default); ray: an actor pool on Ray Data, "
+                            "on a local Ray instance or the cluster at --ray-address "
+                            '(pip install "ovperc[ray]")')
+    group.add_argument("--ray-address", metavar="ADDR",
+                       help="join this Ray cluster (auto, HOST:PORT or ray://HOST:10001) instead "
+                            "of starting a local instance; SOURCE must be a path every node "
+                            "sees (a shared file system); the dataset is written here")
+    group.add_argument("--num-workers", type=_count, metavar="N",
+                       help="Ray actors, each holding one copy of the models (default: one per "
+                            "GPU, or one per node on CPU-only clusters)")
+    group.add_argument("--gpus-per-worker", type=_share, metavar="G",
+                       help="GPUs per Ray actor; 0.5 puts two actors on a GPU (default 1 when "
+                            "the cluster has GPUs, else 0)")
+
+
+def make_engine(args: argparse.Namespace, *, preset: str) -> Any:
+    """The engine ``--engine`` asks for: ``None`` for local, else a :class:`RayEngine`.
+
+    The Ray actors rebuild the pipeline from the parsed options (never a pickled model).
+
+    Raises:
+        ValueError: Ray options without ``--engine ray``.
+        ImportError: ``--engine ray`` without Ray installed (the message says how to install it).
+
+    Example:
+        >>> make_engine(parser.parse_args(["src", "--out", "ds"]), preset="detect") is None  # doctest: +SKIP
+        True
+    """
+    ray_options = {"--ray-address": args.ray_address, "--num-workers": args.num_workers,
+                   "--gpus-per-worker": args.gpus_per_worker}
+    if args.engine == "local":
+        given = [name for name, value in ray_options.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply with --engine ray")
+        return None
+    from ovperc.labeling.ray_engine import RayEngine
+
+    options = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
+    return RayEngine(functools.partial(build_pipeline, options, preset=preset),
+                     address=args.ray_address, num_workers=args.num_workers,
+                     gpus_per_worker=args.gpus_per_worker)
 
 
 def run_label(args: argparse.Namespace) -> int:
@@ -98,6 +166,7 @@ def run_label(args: argparse.Namespace) -> int:
                              "give classes, or a preset/--tagger that tags")
         if not args.source.exists():
             raise ValueError(f"source not found: {args.source}")
+        engine = make_engine(args, preset=preset)
     except (ValueError, OSError, ModelNotAvailableError, ImportError) as error:
         print(f"error: {describe_error(error)}", file=sys.stderr)
         return 2
@@ -111,7 +180,7 @@ def run_label(args: argparse.Namespace) -> int:
             images=args.images, batch_size=args.batch_size, tag_merge=args.tag_merge,
             overwrite=args.overwrite, signature=run_signature(args, preset=preset),
             decode_workers=args.decode_workers, max_pixels=args.max_pixels,
-            progress=not args.no_progress,
+            progress=not args.no_progress, engine=engine,
         )
     except ManifestMismatchError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -17,6 +17,7 @@ from typing import Any
 
 _LAZY = {
     "label_folder": "ovperc.labeling.runner",
+    "RayEngine": "ovperc.labeling.ray_engine",
     "Report": "ovperc.labeling.report",
     "scan_images": "ovperc.labeling.scan",
     "ScanEntry": "ovperc.labeling.scan",

@@ -1,9 +1,14 @@
 """``label_folder``: scan, decode in the background, run the chain in batches, write.
 
-The writing half (:class:`DatasetSink`) is separate from the inference loop so any engine
-(this local loop, a Ray actor pool) writes the same bytes: it maps class names to the
+The writing half (:class:`DatasetSink`, fed by :class:`ResultRecorder`) is separate from
+the inference loop so any engine (this local loop, a Ray actor pool in
+:mod:`ovperc.labeling.ray_engine`) writes the same bytes: it maps class names to the
 dataset's stable ids in dataset order, writes each image's files atomically, and records
 it in the manifest only once its files are in place.
+
+Both engines batch the same way (:func:`plan_batches`): a batch is ``batch_size``
+consecutive readable files of the scan; files that fail to decode drop out of their batch.
+So a batch's images depend only on the folder, never on timing.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -107,6 +112,73 @@ class DatasetSink:
         return {name: total[name] for name in self.manifest.classes if total[name]}
 
 
+def plan_batches(todo: Sequence[ScanEntry], batch_size: int) -> list[list[ScanEntry]]:
+    """The readable entries of ``todo`` (no scan ``problem``), ``batch_size`` at a time, in order.
+
+    Example:
+        >>> [[e.rel for e in b] for b in plan_batches([ScanEntry(Path(r), r) for r in "abc"], 2)]
+        [['a', 'b'], ['c']]
+    """
+    readable = [e for e in todo if e.problem is None]
+    return [readable[i : i + batch_size] for i in range(0, len(readable), batch_size)]
+
+
+class ResultRecorder:
+    """Hands each image's outcome to the report and the sink, in dataset order.
+
+    The one place where engines meet the writer: an engine calls :meth:`skip` for a file it
+    could not read and :meth:`record` with a batch's results (or per-image exceptions).
+
+    Args:
+        sink: writes the dataset files and the manifest.
+        report: the run's report.
+        stems: ``rel -> output stem`` for every scanned image.
+
+    Example:
+        >>> recorder = ResultRecorder(sink, report, stems)  # doctest: +SKIP
+        >>> recorder.record([entry], [perception])  # doctest: +SKIP
+    """
+
+    def __init__(self, sink: DatasetSink, report: Report, stems: Mapping[str, str]) -> None:
+        self.sink = sink
+        self.report = report
+        self.stems = stems
+
+    def skip(self, entry: ScanEntry, reason: str) -> None:
+        """Report an image that could not be labelled."""
+        self.report.skip(entry.rel, reason)
+
+    def record(self, entries: Sequence[ScanEntry], results: Sequence[Perception | BaseException]) -> None:
+        """Write a batch's results (exceptions are reported as skipped images), in order."""
+        items = []
+        for entry, result in zip(entries, results):
+            if isinstance(result, BaseException):
+                # an error from another process carries its original type name
+                name = getattr(result, "error_type", None) or type(result).__name__
+                self.skip(entry, f"pipeline failed ({name}: {result})")
+                continue
+            for stage, seconds in result.timings.items():
+                self.report.add_time(stage, seconds)
+            items.append((entry, self.stems[entry.rel], result))
+        t0 = time.perf_counter()
+        self.sink.write_batch(items)
+        self.report.add_time("write", time.perf_counter() - t0)
+        self.report.done_this_run += len(items)
+
+
+class LabelEngine(Protocol):
+    """Runs the chain over the images still to do and hands results to a recorder in order.
+
+    ``run`` must call ``recorder.skip`` / ``recorder.record`` in dataset order, batching as
+    :func:`plan_batches` does, so every engine writes the same dataset.
+    """
+
+    def run(self, todo: list[ScanEntry], recorder: ResultRecorder, *, ontology: Ontology | None,
+            tag_merge: bool, batch_size: int, decode_workers: int, max_pixels: int,
+            progress: bool) -> None:
+        """Label ``todo`` (scan order, finished images already left out)."""
+
+
 def _class_names(result: Perception) -> list[str]:
     det = result.detections
     if len(det) == 0:
@@ -169,6 +241,7 @@ def label_folder(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
     durable: bool = True,
+    engine: LabelEngine | None = None,
 ) -> Report:
     """Label every image under ``source`` into a dataset in ``out``; resumable.
 
@@ -197,6 +270,9 @@ def label_folder(
         max_pixels: refuse images declaring more pixels than this.
         progress: show a progress bar (images/s, ETA) on stderr.
         durable: ``fsync`` files before renaming them into place.
+        engine: where the chain runs; ``None`` runs ``pipeline`` in this process. A
+            :class:`~ovperc.labeling.ray_engine.RayEngine` runs it on a Ray cluster; the
+            dataset written is the same.
 
     Returns:
         The :class:`Report`, also saved as ``out/report.json``.
@@ -238,10 +314,11 @@ def label_folder(
     stems = output_stems([e.rel for e in entries], reserved=manifest.stems())
     todo = [e for e in entries if e.rel not in manifest.done]
     report.already_done = len(entries) - len(todo)
-    loop = _Loop(pipeline, sink, report, ontology, tag_merge, stems)
+    recorder = ResultRecorder(sink, report, stems)
+    runner: LabelEngine = engine if engine is not None else _Loop(pipeline)
     try:
-        loop.run(todo, batch_size=batch_size, decode_workers=decode_workers,
-                 max_pixels=max_pixels, progress=progress)
+        runner.run(todo, recorder, ontology=ontology, tag_merge=tag_merge, batch_size=batch_size,
+                   decode_workers=decode_workers, max_pixels=max_pixels, progress=progress)
     except KeyboardInterrupt:
         report.interrupted = True
         logger.warning("interrupted; rerun the same command to resume")
@@ -261,46 +338,47 @@ def label_folder(
 
 
 class _Loop:
-    """The local engine: decode ahead, batch, infer, hand results to the sink."""
+    """The local engine: decode ahead, batch, infer, hand results to the recorder."""
 
-    def __init__(self, pipeline: Pipeline, sink: DatasetSink, report: Report,
-                 ontology: Ontology | None, tag_merge: bool, stems: dict[str, str]) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self.sink = sink
-        self.report = report
-        self.ontology = ontology
-        self.tag_merge = tag_merge
-        self.stems = stems
+        self.ontology: Ontology | None = None
+        self.tag_merge = False
         self.succeeded = False
         self.failures_before_success = 0
 
-    def run(self, todo: list[ScanEntry], *, batch_size: int, decode_workers: int,
-            max_pixels: int, progress: bool) -> None:
+    def run(self, todo: list[ScanEntry], recorder: ResultRecorder, *, ontology: Ontology | None,
+            tag_merge: bool, batch_size: int, decode_workers: int, max_pixels: int,
+            progress: bool) -> None:
         from tqdm.auto import tqdm
 
+        self.ontology, self.tag_merge = ontology, tag_merge
+        report = recorder.report
         bar = tqdm(total=len(todo), unit="img", desc="labelling", disable=not progress,
                    dynamic_ncols=True, smoothing=0.1)
         try:
             batch: list[tuple[ScanEntry, np.ndarray]] = []
-            for entry, decoded in self._decoded(todo, decode_workers, max_pixels, batch_size):
+            planned = 0  # readable files taken into the current batch (see plan_batches)
+            for entry, decoded in self._decoded(todo, decode_workers, max_pixels, batch_size, report):
+                planned += entry.problem is None
                 if isinstance(decoded, ImageError):
-                    self.report.skip(entry.rel, decoded.reason)
+                    recorder.skip(entry, decoded.reason)
                     bar.update(1)
-                    bar.set_postfix(skipped=len(self.report.skipped), refresh=False)
-                    continue
-                batch.append((entry, decoded))
-                if len(batch) == batch_size:
-                    self._process(batch)
+                    bar.set_postfix(skipped=len(report.skipped), refresh=False)
+                else:
+                    batch.append((entry, decoded))
+                if planned == batch_size:
+                    self._process(batch, recorder)
                     bar.update(len(batch))
-                    batch = []
+                    batch, planned = [], 0
             if batch:
-                self._process(batch)
+                self._process(batch, recorder)
                 bar.update(len(batch))
         finally:
             bar.close()
 
-    def _decoded(self, todo: list[ScanEntry], workers: int, max_pixels: int,
-                 batch_size: int) -> Iterator[tuple[ScanEntry, np.ndarray | ImageError]]:
+    def _decoded(self, todo: list[ScanEntry], workers: int, max_pixels: int, batch_size: int,
+                 report: Report) -> Iterator[tuple[ScanEntry, np.ndarray | ImageError]]:
         readable = []
         for entry in todo:
             if entry.problem is not None:
@@ -311,24 +389,15 @@ class _Loop:
         stream = decode_images((e.path for e in readable), workers=workers,
                                lookahead=max(2 * batch_size, 4), max_pixels=max_pixels)
         for entry, (_, decoded) in zip(readable, stream):
-            self.report.add_time("decode", time.perf_counter() - wait)
+            report.add_time("decode", time.perf_counter() - wait)
             yield entry, decoded
             wait = time.perf_counter()
 
-    def _process(self, batch: list[tuple[ScanEntry, np.ndarray]]) -> None:
-        results = self._infer([array for _, array in batch], [e for e, _ in batch])
-        items = []
-        for (entry, _), result in zip(batch, results):
-            if isinstance(result, Exception):
-                self.report.skip(entry.rel, f"pipeline failed ({type(result).__name__}: {result})")
-                continue
-            for stage, seconds in result.timings.items():
-                self.report.add_time(stage, seconds)
-            items.append((entry, self.stems[entry.rel], result))
-        t0 = time.perf_counter()
-        self.sink.write_batch(items)
-        self.report.add_time("write", time.perf_counter() - t0)
-        self.report.done_this_run += len(items)
+    def _process(self, batch: list[tuple[ScanEntry, np.ndarray]], recorder: ResultRecorder) -> None:
+        if not batch:
+            return
+        entries = [e for e, _ in batch]
+        recorder.record(entries, self._infer([array for _, array in batch], entries))
 
     def _infer(self, arrays: list[np.ndarray], entries: list[ScanEntry]) -> list[Any]:
         try:
