@@ -1,108 +1,82 @@
-"""Time Grounding DINO: one forward with K classes against one class, and a per-class loop.
+"""Class scaling of Grounding DINO: K classes in one pass vs 1 class, and the per-class loop.
 
-By default this builds the real swin-T architecture (``GroundingDinoConfig()``, the
-architecture of ``IDEA-Research/grounding-dino-tiny``) with random weights, which cost the
-same time as trained ones, and feeds it an image-sized tensor and a synthetic caption:
-nothing is downloaded. With ``--model`` it times ``GroundingDinoDetector.detect`` on a real
-model folder or cached hub id instead (preprocessing and post-processing included).
+Times ``GroundingDinoDetector.detect`` end to end (tokenising, forward, post-processing)
+on a random full-size model saved like the hub's ``IDEA-Research/grounding-dino-tiny``
+(``GroundingDinoConfig()``: swin-T + BERT-base, processor 800/1333; random weights cost the
+same time as trained ones; nothing is downloaded), or on a real model with ``--model``.
 
-Usage:
-    python bench/bench_detector.py                      # random swin-T, 800x1066
-    python bench/bench_detector.py --classes 20 --threads 2
-    python bench/bench_detector.py --model ./grounding-dino-tiny --height 480 --width 640
+- one pass, 1 class vs K classes (ovperc's way: every class in one caption);
+- the per-class loop other tools run: K passes of one class each, measured.
+
+Targets: K-class / 1-class <= 1.3 (K = 20).
+
+    python bench/bench_detector.py                        # 480x640 image, K = 20, 3 repeats
+    python bench/bench_detector.py --classes 40 --loop-repeats 0
+    python bench/bench_detector.py --model ./grounding-dino-tiny --height 600 --width 800
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
+from typing import Any
 
-CLS, SEP, DOT = 101, 102, 1012
-
-
-def _timed(fn: Callable[[], object], repeats: int) -> float:
-    """Best wall time of ``repeats`` calls, in seconds."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+import common
 
 
-def _caption_ids(classes: int, words_per_class: int = 2) -> list[int]:
-    """A caption of ``classes`` phrases of ``words_per_class`` ordinary word ids each."""
-    ids = [CLS]
-    for k in range(classes):
-        ids += [2000 + 7 * k + w for w in range(words_per_class)] + [DOT]
-    return ids + [SEP]
-
-
-def bench_random(args: argparse.Namespace) -> dict[str, float]:
-    """One forward of a random full-size model, 1 class vs ``args.classes`` classes."""
-    import torch
-    from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
-
-    torch.manual_seed(0)
-    model = GroundingDinoForObjectDetection(GroundingDinoConfig()).eval()
-    pixels = torch.randn(1, 3, args.height, args.width)
-
-    def forward(classes: int) -> None:
-        ids = torch.tensor([_caption_ids(classes)])
-        with torch.inference_mode():
-            model(pixel_values=pixels, input_ids=ids, attention_mask=torch.ones_like(ids),
-                  token_type_ids=torch.zeros_like(ids))
-
-    with torch.inference_mode():  # warm-up on a small input: allocator, kernels
-        small = torch.tensor([_caption_ids(1)])
-        model(pixel_values=torch.randn(1, 3, 256, 256), input_ids=small)
-    return {"one": _timed(lambda: forward(1), args.repeats),
-            "many": _timed(lambda: forward(args.classes), args.repeats)}
-
-
-def bench_detector(args: argparse.Namespace) -> dict[str, float]:
-    """``GroundingDinoDetector.detect`` end to end on a real model."""
-    import numpy as np
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None,
+                        help="a Grounding DINO folder or cached hub id (default: random swin-T)")
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--classes", type=int, default=20, help="K for the K-class caption")
+    parser.add_argument("--loop-repeats", type=int, default=1,
+                        help="runs of the per-class loop (K passes each; 0 skips it)")
+    parser.add_argument("--device", default="cpu")
+    common.add_common_args(parser)
+    args = parser.parse_args(argv)
 
     from ovperc.stages import GroundingDinoDetector
 
-    detector = GroundingDinoDetector(args.model, device=args.device).load()
-    image = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), np.uint8)
-    words = ["person", "car", "dog", "cat", "bicycle", "bus", "truck", "bird", "horse", "chair",
-             "cup", "bottle", "boat", "kite", "tree", "bench", "sign", "light", "ball", "bag"]
-    many = [words[k % len(words)] + ("" if k < len(words) else f" {k}") for k in range(args.classes)]
-    detector.detect([image], [words[:1]])  # warm-up
-    return {"one": _timed(lambda: detector.detect([image], [words[:1]]), args.repeats),
-            "many": _timed(lambda: detector.detect([image], [many]), args.repeats)}
+    common.setup_torch(args.threads)
+    info = common.print_header("Grounding DINO class scaling")
+    model = args.model or str(common.models(args.models_dir)["gdino"])
+    detector = GroundingDinoDetector(model, device=args.device).load()
+    image = common.random_image(args.height, args.width)
+    words = list(common.BENCH_CLASSES)
+    many = [words[k % len(words)] + ("" if k < len(words) else f" {k // len(words)}")
+            for k in range(args.classes)]
+    print(f"model {model}, image {args.height}x{args.width}, K = {args.classes}: "
+          f"{', '.join(many)}")
 
+    detector.detect([image], [many[:1]])  # warm-up
+    timings = common.interleaved({
+        "one": lambda: detector.detect([image], [many[:1]]),
+        "many": lambda: detector.detect([image], [many]),
+    }, args.repeats)
+    one, k = timings["one"].median, args.classes
+    print(f"1 class, one pass:            {timings['one']}")
+    print(f"{k} classes, one pass:          {timings['many']}")
+    results: dict[str, Any] = {
+        "one_s": timings["one"].times, "many_s": timings["many"].times,
+        "ratio_many_one": timings["many"].median / one, "machine": info,
+        "cpu_ratio_many_one": timings["many"].cpu_median / timings["one"].cpu_median,
+    }
+    print(f"RATIO {k}-class / 1-class (one pass) = {results['ratio_many_one']:.3f}  "
+          "(target <= 1.3); cpu time "
+          f"{results['cpu_ratio_many_one']:.3f}")
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None,
-                        help="time GroundingDinoDetector on this folder / cached hub id "
-                             "(default: random full-size swin-T forward)")
-    parser.add_argument("--height", type=int, default=800)
-    parser.add_argument("--width", type=int, default=1066)
-    parser.add_argument("--classes", type=int, default=20, help="K for the K-class caption")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per timing (best kept)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--device", default="auto", help="with --model: cpu, cuda, ...")
-    args = parser.parse_args()
-
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    what = f"detector {args.model}" if args.model else "random GroundingDinoConfig() (swin-T)"
-    print(f"{what}, image {args.height}x{args.width}, torch threads {torch.get_num_threads()}")
-    times = bench_detector(args) if args.model else bench_random(args)
-    k = args.classes
-    print(f"1 class:              {times['one']:.2f} s")
-    print(f"{k} classes, 1 pass:   {times['many']:.2f} s")
-    print(f"ratio {k}-class / 1-class:          {times['many'] / times['one']:.2f}")
-    print(f"per-class loop ({k} passes, est.):  {k * times['one']:.2f} s")
-    print(f"ratio per-class loop / one pass:    {k * times['one'] / times['many']:.2f}")
+    if args.loop_repeats:
+        loop = common.median_time(
+            lambda: [detector.detect([image], [[name]]) for name in many], args.loop_repeats)
+        results["loop_s"] = loop.times
+        results["ratio_loop_one"] = loop.median / one
+        results["ratio_loop_many"] = loop.median / timings["many"].median
+        print(f"per-class loop ({k} passes):   {loop}")
+        print(f"RATIO per-class loop / 1-class = {results['ratio_loop_one']:.2f}; "
+              f"per-class loop / one {k}-class pass = {results['ratio_loop_many']:.2f}")
+    common.print_footer(results, args.json)
+    return results
 
 
 if __name__ == "__main__":
