@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ovperc.cli.options import ROLES, add_model_options, add_threshold_options, build_pipeline
+
 HELP = "start the web demo (Gradio) on a local port"
-ROLES = ("tagger", "detector", "segmenter", "classifier")
-CLIP_MODES = ("rescore", "relabel", "reject")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,8 +20,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     Example:
         >>> add_parser(parser.add_subparsers())  # doctest: +SKIP
     """
-    from ovperc.presets import PRESETS
-
     parser = subparsers.add_parser(
         "demo", help=HELP, description=(
             "Serve a web page where you upload an image, type classes (or let the tagger "
@@ -35,22 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
     parser.add_argument("--share", action="store_true",
                         help="also open a public Gradio share link (off by default)")
-    models = parser.add_argument_group("models")
-    models.add_argument("--preset", default="default", choices=sorted(PRESETS),
-                        help="which stages run (default: default = tag, detect, segment, classify)")
-    for role in ROLES:
-        models.add_argument(f"--{role}", metavar="MODEL",
-                            help=f"{role} model: hub id or local path (default: the preset's)")
-    models.add_argument("--device", default="auto",
-                        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    models.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
-                        help="model precision (half precision on GPU only)")
-    models.add_argument("--box-threshold", type=float, metavar="T",
-                        help="detector box threshold: the lowest the page's slider goes")
-    models.add_argument("--text-threshold", type=float, metavar="T",
-                        help="detector text threshold: the lowest the page's slider goes")
-    models.add_argument("--clip-mode", choices=CLIP_MODES,
-                        help="the CLIP classifier's default mode on the page")
+    add_model_options(parser, default_preset="default")
+    add_threshold_options(parser, batching=False)
     page = parser.add_argument_group("page")
     page.add_argument("--examples", type=Path, metavar="DIR",
                       help="folder of example images (default: two drawn examples)")
@@ -60,23 +44,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                       help="most classes one request may name (default 1000)")
     parser.set_defaults(func=run)
     return parser
-
-
-def stage_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Per-role constructor options from the command line.
-
-    Example:
-        >>> stage_options(argparse.Namespace(box_threshold=0.3, text_threshold=None,
-        ...                                  clip_mode=None))
-        {'detector': {'box_threshold': 0.3}}
-    """
-    options: dict[str, dict[str, Any]] = {}
-    for name in ("box_threshold", "text_threshold"):
-        if getattr(args, name) is not None:
-            options.setdefault("detector", {})[name] = getattr(args, name)
-    if args.clip_mode is not None:
-        options["classifier"] = {"mode": args.clip_mode}
-    return options
 
 
 def _examples(folder: Path | None) -> list[Any]:
@@ -99,16 +66,13 @@ def run(args: argparse.Namespace) -> int:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     from ovperc.demo import DemoLimits, launch
     from ovperc.hub import ModelNotAvailableError
-    from ovperc.pipeline import Pipeline
 
     if args.examples is not None and not args.examples.is_dir():
         print(f"ovperc demo: --examples {args.examples} is not a folder", file=sys.stderr)
         return 2
     try:
         limits = DemoLimits(max_classes=args.max_classes)
-        pipeline = Pipeline.from_preset(
-            args.preset, device=args.device, dtype=args.dtype, options=stage_options(args),
-            **{role: getattr(args, role) for role in ROLES})
+        pipeline = build_pipeline(args, preset=args.preset)
         print(f"loading models: {pipeline}", file=sys.stderr)
         load_stages(pipeline)
     except (ValueError, OSError, ModelNotAvailableError) as exc:

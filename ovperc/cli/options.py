@@ -63,17 +63,23 @@ def add_class_options(parser: argparse.ArgumentParser) -> None:
              "(adds a tagger to the chain)")
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--preset``, one option per role's model, ``--device``, ``--dtype``."""
+def add_model_options(parser: argparse.ArgumentParser, *, default_preset: str | None = None) -> None:
+    """``--preset``, one option per role's model, ``--device``, ``--dtype``.
+
+    Without ``default_preset`` the subcommand picks the preset from what it is asked to
+    write (see :func:`choose_preset`).
+    """
     from ovperc.presets import DEFAULT_MODELS, PRESETS
 
     group = parser.add_argument_group(
         "models", "each model is a hub id, a local folder/file (for offline use), or a name; "
         "weights load once, on first use")
+    default = (f"Default: {default_preset}" if default_preset else
+               "Default: detect, plus segment when masks are written, plus tag when no "
+               "classes are given")
     group.add_argument(
-        "--preset", choices=sorted(PRESETS), metavar="NAME",
-        help="which stages run: " + ", ".join(sorted(PRESETS)) + ". Default: detect, plus "
-             "segment when masks are written, plus tag when no classes are given. A model "
+        "--preset", choices=sorted(PRESETS), metavar="NAME", default=default_preset,
+        help="which stages run: " + ", ".join(sorted(PRESETS)) + f". {default}. A model "
              "option for a stage the preset lacks adds that stage")
     group.add_argument("--detector", metavar="MODEL",
                        help=f"Grounding DINO: hub id or save_pretrained folder "

@@ -39,12 +39,13 @@ def test_model_options_reach_the_pipeline(monkeypatch: pytest.MonkeyPatch, tmp_p
     (tmp_path / "notes.txt").write_text("")
     args = _parse(["--host", "0.0.0.0", "--port", "7999", "--share", "--preset", "detect",
                    "--detector", "./my-gdino", "--device", "cpu", "--box-threshold", "0.4",
-                   "--clip-mode", "reject", "--examples", str(tmp_path), "--max-classes", "50"])
+                   "--classifier-mode", "reject", "--nms", "agnostic", "--examples", str(tmp_path),
+                   "--max-classes", "50"])
     assert demo_cli.run(args) == 0
     assert built["name"] == "detect" and built["detector"] == "./my-gdino"
     assert built["device"] == "cpu" and built["segmenter"] is None
-    assert built["options"] == {"detector": {"box_threshold": 0.4},
-                                "classifier": {"mode": "reject"}}
+    assert built["options"] == {"detector": {"box_threshold": 0.4}}
+    assert built["nms"] == "agnostic"
     assert (launched["host"], launched["port"], launched["share"]) == ("0.0.0.0", 7999, True)
     assert launched["examples"] == [tmp_path / "a.png"]
     assert launched["limits"].max_classes == 50
@@ -58,3 +59,22 @@ def test_unloadable_model_is_an_error_message(monkeypatch: pytest.MonkeyPatch, c
     assert demo_cli.run(_parse([])) == 2
     assert "ovperc demo: unknown preset 'nope'" in capsys.readouterr().err
     assert demo_cli.run(_parse(["--examples", "/no/such/folder"])) == 2
+
+
+def test_demo_takes_the_same_model_options_as_label(monkeypatch: pytest.MonkeyPatch):
+    built: dict[str, Any] = {}
+
+    def fake_preset(name: str, **kwargs: Any) -> ovperc.Pipeline:
+        built.update(name=name, **kwargs)
+        return make_pipeline()
+
+    monkeypatch.setattr(ovperc.Pipeline, "from_preset", staticmethod(fake_preset))
+    monkeypatch.setattr("ovperc.demo.launch", lambda pipeline, **kw: None)
+    args = _parse(["--classifier-mode", "reject", "--tag-threshold", "0.1", "--max-tags", "3",
+                   "--dtype", "bfloat16"])
+    assert demo_cli.run(args) == 0
+    assert built["name"] == "default" and built["dtype"] == "bfloat16"
+    assert built["options"] == {"classifier": {"mode": "reject"},
+                                "tagger": {"threshold": 0.1, "top_k": 3}}
+    with pytest.raises(SystemExit):
+        _parse(["--box-threshold", "1.5"])

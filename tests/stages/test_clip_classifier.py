@@ -10,7 +10,7 @@ import torch
 from ovperc import ModelNotAvailableError, Ontology
 from ovperc.stages import ClipClassifier, ClipModel
 from ovperc.stages.clip_classifier import apply_mode, square_crop
-from ovperc.stages.clip_model import parse_spec
+from ovperc.stages.clip_model import _split_transform, parse_spec
 from ovperc.stages.templates import class_embeddings, resolve_templates
 
 
@@ -236,6 +236,22 @@ def test_tiny_clip_batched_equals_one_by_one_and_uses_one_image_pass(tiny_clip, 
     for a, b in zip(together, alone):
         assert a.data["clip_class"].tolist() == b.data["clip_class"].tolist()
         assert np.allclose(a.data["clip_score"], b.data["clip_score"], atol=1e-5)
+
+
+def test_batched_preprocessing_equals_open_clips_transform(tiny_clip, picture):
+    """To-tensor and normalise run once per batch; the pixels must be open_clip's own."""
+    from PIL import Image
+    from torchvision.transforms import Compose, Lambda
+
+    clip = ClipModel(tiny_clip, device="cpu").load()
+    crops = [Image.fromarray(picture[y:y + h, x:x + w])
+             for x, y, w, h in [(0, 0, 40, 30), (10, 5, 7, 50), (30, 20, 64, 64), (0, 0, 1, 1)]]
+    assert _split_transform(clip._preprocess) is not None  # the batched path is the one taken
+    expected = torch.stack([clip._preprocess(crop) for crop in crops])
+    assert torch.equal(clip._pixels(crops), expected)
+    # Any other transform keeps running image by image, untouched.
+    clip._preprocess = Compose([clip._preprocess, Lambda(lambda t: t * 2)])
+    assert torch.equal(clip._pixels(crops), expected * 2)
 
 
 def test_trimmed_text_encoding_equals_open_clip(tiny_clip):
