@@ -11,7 +11,9 @@ the same bytes, the manifest records each image once, and a run
 started on one engine resumes on the other.
 
 When an actor dies (a lost node, an out-of-memory kill), Ray restarts it and runs its
-batches again; a batch that comes back twice is written once.
+batches again, up to ``max_retries`` times; a batch that comes back twice is written once.
+A worker that keeps dying stops the run with an error instead of looping: what was
+written stays, and the run resumes from there.
 
 Example:
     >>> from functools import partial
@@ -78,6 +80,8 @@ class RayEngine:
             shared among the actors placed on it.
         num_cpus: CPUs of a local instance (default: all of this machine's).
         quiet: silence Ray Data's own progress output while the run shows its own.
+        max_retries: how many times a dead actor is restarted and its batch run again
+            before the run stops with an error (default 3).
 
     Example:
         >>> engine = RayEngine(factory, address="auto", gpus_per_worker=1)  # doctest: +SKIP
@@ -92,12 +96,15 @@ class RayEngine:
     cpus_per_worker: float | None = None
     num_cpus: int | None = None
     quiet: bool = True
+    max_retries: int = 3
 
     def __post_init__(self) -> None:
         for name in ("num_workers", "num_cpus"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"max_retries must be 0 or more, got {self.max_retries!r}")
         for name in ("gpus_per_worker", "cpus_per_worker"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -156,14 +163,9 @@ class RayEngine:
             # decode on CPU tasks while the GPUs run the models
             ds = ds.map(decode_row, fn_kwargs={"max_pixels": max_pixels, "workers": 1},
                         num_cpus=0.5)
-        ds = ds.map(
-            Labeler,
-            fn_constructor_args=(self.factory, ontology, tag_merge, max_pixels, decode_workers,
-                                 max(1, int(cpus))),
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=cpus,
-            num_gpus=gpus,
-        )  # Ray Data restarts dead actors and retries their tasks by default
+        ds = self._map_labeler(ray, ds, (self.factory, ontology, tag_merge, max_pixels,
+                                         decode_workers, max(1, int(cpus))),
+                               workers=workers, cpus=cpus, gpus=gpus)
         pending: dict[int, tuple[float, list[Outcome]]] = {}
         expected = 0
         rows = ds.iter_rows()
@@ -181,15 +183,41 @@ class RayEngine:
                     expected += 1
         except Exception as error:
             cause = _user_error(error)
-            if cause is None:
-                raise
-            raise cause from error
+            if cause is not None:
+                raise cause from error
+            if _actor_died(ray, error):
+                tries = self.max_retries + 1
+                raise RuntimeError(
+                    f"a Ray worker died on the same batch {tries} time{'s' * (tries > 1)} (out "
+                    "of memory? a crashing library?); what was written is kept: run the same "
+                    "command again to resume, perhaps with a smaller --batch-size") from error
+            raise
         finally:
             close = getattr(iterator, "close", None)
             if close is not None:
                 close()
         if expected != len(batches):
             raise RuntimeError(f"Ray returned {expected} of {len(batches)} batches")
+
+    def _map_labeler(self, ray: Any, ds: Any, args: tuple[Any, ...], *, workers: int,
+                     cpus: float, gpus: float) -> Any:
+        """``ds`` mapped through an actor pool of :class:`Labeler`, with bounded retries."""
+        import warnings
+
+        common = {"fn_constructor_args": args, "compute": ray.data.ActorPoolStrategy(size=workers),
+                  "num_cpus": cpus, "num_gpus": gpus}
+        # Ray Data restarts dead actors forever unless told otherwise; a batch that kills
+        # its worker every time must end the run instead. These are generic remote
+        # arguments, which newer Ray releases warn about and may one day refuse.
+        retries = {"max_restarts": self.max_retries, "max_task_retries": self.max_retries}
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+                return ds.map(Labeler, **common, **retries)
+        except TypeError as error:
+            logger.warning("this Ray does not take max_restarts (%s): dead workers are "
+                           "restarted as Ray Data decides", error)
+            return ds.map(Labeler, **common)
 
     def _sizes(self, ray: Any) -> tuple[int, float, float]:
         """``(actors, GPUs per actor, CPUs per actor)`` for this cluster."""
@@ -292,6 +320,19 @@ class _SetupCheck:
                         f"(last: {entry.rel}: {outcome.error_type}: {outcome.reason}); "
                         "check the models and options"
                     )
+
+
+def _actor_died(ray: Any, error: BaseException) -> bool:
+    """Whether a Ray actor's death is behind ``error`` (after its retries ran out)."""
+    died = getattr(ray.exceptions, "ActorDiedError", None) or ray.exceptions.RayActorError
+    seen: BaseException | None = error
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, died):
+            return True
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return False
 
 
 def _user_error(error: BaseException) -> BaseException | None:

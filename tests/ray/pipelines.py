@@ -29,3 +29,15 @@ def fake_pipeline(fail_on_width: int | None = None, die_marker: str | Path | Non
     """The fake detect+segment chain; optionally failing on a width or dying once."""
     detector = FakeDetector(fail_on_width) if die_marker is None else DyingDetector(str(die_marker))
     return Pipeline(detector=detector, segmenter=FakeSegmenter())
+
+
+class AlwaysDyingDetector(FakeDetector):
+    """Kills its process on every call, as a batch that always runs out of memory would."""
+
+    def detect(self, images, prompts):
+        os._exit(1)
+
+
+def doomed_pipeline() -> Pipeline:
+    """A detect chain whose worker dies on every batch."""
+    return Pipeline(detector=AlwaysDyingDetector())

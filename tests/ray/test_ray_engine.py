@@ -18,7 +18,7 @@ from ovperc.labeling import runner  # noqa: E402
 from ovperc.labeling.ray_engine import RayEngine  # noqa: E402
 from tests.labeling.fakes import FakeDetector, FakeSegmenter  # noqa: E402
 from tests.labeling.folders import make_bad_folder, make_good_folder  # noqa: E402
-from tests.ray.pipelines import fake_pipeline  # noqa: E402
+from tests.ray.pipelines import doomed_pipeline, fake_pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = {"classes": "cat, dog", "masks": True, "batch_size": 2, "progress": False,
@@ -148,6 +148,17 @@ def test_dead_worker_is_retried_without_losing_or_repeating_images(local_ray, tm
     rels = [r["rel"] for r in _done(tmp_path / "out")]
     assert len(rels) == len(set(rels)) == 6
     assert _tree(tmp_path / "out") == _tree(tmp_path / "clean")
+
+
+def test_a_worker_that_keeps_dying_stops_the_run(local_ray, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_good_folder(src, 2)
+    engine = RayEngine(doomed_pipeline, num_workers=1, max_retries=0)
+    with pytest.raises(RuntimeError, match="a Ray worker died on the same batch 1 time "):
+        runner.label_folder(fake_pipeline(), src, tmp_path / "out", engine=engine, **FAKE)
+    assert _report(tmp_path / "out")["exit_code"] == 2
+    with pytest.raises(ValueError, match="max_retries"):
+        RayEngine(doomed_pipeline, max_retries=-1)
 
 
 def test_failing_images_and_setup_errors_as_in_the_local_engine(local_ray, tmp_path: Path) -> None:
