@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("no box survived the threshold; the random model's scores are saturated")
 
     sam = segmenter.sam
+    group = segmenter.max_boxes_per_call
     sam_pixels, [input_size] = segmenter._preprocess([image])
     from segment_anything.utils.transforms import ResizeLongestSide
 
@@ -132,11 +133,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             timed("detect", gd_forward)
             embedding = timed("sam_encoder", lambda: sam.image_encoder(sam_pixels))
 
-            def decode() -> Any:
-                sparse, dense = sam.prompt_encoder(points=None, boxes=prompts, masks=None)
-                return sam.mask_decoder(image_embeddings=embedding, image_pe=image_pe,
-                                        sparse_prompt_embeddings=sparse,
-                                        dense_prompt_embeddings=dense, multimask_output=False)
+            def decode() -> Any:  # in the groups SamSegmenter uses on this device
+                out = []
+                for first in range(0, len(prompts), group):
+                    sparse, dense = sam.prompt_encoder(points=None, masks=None,
+                                                       boxes=prompts[first:first + group])
+                    out.append(sam.mask_decoder(
+                        image_embeddings=embedding, image_pe=image_pe,
+                        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                        multimask_output=False))
+                return out
 
             if len(boxes):
                 timed("sam_decoder", decode)

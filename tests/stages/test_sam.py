@@ -130,13 +130,19 @@ def test_batched_embedding_equals_one_by_one(tiny_sam: Path, scenes, segmented) 
         np.testing.assert_allclose(one.data["mask_score"], alone.data["mask_score"], atol=1e-4)
 
 
-@pytest.mark.parametrize(("encoder_batch_size", "encoder_calls"), [(2, [2]), (1, [1, 1])])
-def test_one_embedding_per_image_and_one_decode_per_image(
-    tiny_sam: Path, encoder_batch_size: int, encoder_calls: list[int]
+@pytest.mark.parametrize(("encoder_batch_size", "max_boxes", "encoder_calls", "decoder_calls"), [
+    (2, 128, [2], [5, 5]),  # a GPU's default: every box of an image in one decode
+    (1, 128, [1, 1], [5, 5]),
+    (1, None, [1, 1], [4, 1, 4, 1]),  # the cpu's default: groups of 4 that stay in cache
+])
+def test_one_embedding_per_image_and_grouped_decodes(
+    tiny_sam: Path, encoder_batch_size: int, max_boxes: int | None, encoder_calls: list[int],
+    decoder_calls: list[int],
 ) -> None:
     images = [_image(120, 160, 3), _image(160, 120, 4)]
     dets = [_boxes(120, 160, 5, 3), _boxes(160, 120, 5, 4)]
-    segmenter = SamSegmenter(tiny_sam, device="cpu", encoder_batch_size=encoder_batch_size)
+    segmenter = SamSegmenter(tiny_sam, device="cpu", encoder_batch_size=encoder_batch_size,
+                             max_boxes_per_call=max_boxes)
     encoder_inputs: list[int] = []  # images per encoder forward
     decoder_boxes: list[int] = []  # boxes per mask-decoder forward
     sam = segmenter.sam
@@ -149,15 +155,16 @@ def test_one_embedding_per_image_and_one_decode_per_image(
     )
     segmenter.segment(images, dets)
     assert encoder_inputs == encoder_calls
-    assert decoder_boxes == [5, 5]
+    assert decoder_boxes == decoder_calls
 
 
 def test_max_boxes_per_call_splits_the_decode_without_changing_masks(
     tiny_sam: Path, scenes, segmented
 ) -> None:
     image, dets = scenes[0]
-    [out] = SamSegmenter(tiny_sam, device="cpu", max_boxes_per_call=3).segment([image], [dets])
-    np.testing.assert_array_equal(out.mask, segmented[0].mask)
+    for group in (1, 3, 128):
+        [out] = SamSegmenter(tiny_sam, device="cpu", max_boxes_per_call=group).segment([image], [dets])
+        np.testing.assert_array_equal(out.mask, segmented[0].mask)
 
 
 def test_zero_boxes_give_an_empty_mask_array(segmenter: SamSegmenter, scenes) -> None:
