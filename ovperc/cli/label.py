@@ -151,6 +151,7 @@ def make_engine(args: argparse.Namespace, *, preset: str) -> Any:
 
 def run_label(args: argparse.Namespace) -> int:
     """Run ``ovperc label``; returns the exit code."""
+    from ovperc.device import resolve_device
     from ovperc.hub import ModelNotAvailableError
     from ovperc.labeling.manifest import ManifestMismatchError
     from ovperc.labeling.runner import label_folder
@@ -181,6 +182,8 @@ def run_label(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, signature=run_signature(args, preset=preset),
             decode_workers=args.decode_workers, max_pixels=args.max_pixels,
             progress=not args.no_progress, engine=engine,
+            # a GPU leaves the CPU free to write while it runs the next batch
+            write_behind=engine is None and resolve_device(args.device).type != "cpu",
         )
     except ManifestMismatchError as error:
         print(f"error: {error}", file=sys.stderr)

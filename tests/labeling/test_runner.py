@@ -226,3 +226,65 @@ def test_image_modes(tmp_path: Path, mode: str) -> None:
     assert linked.is_symlink() == (mode == "symlink")
     if mode == "hardlink":
         assert linked.stat().st_ino == (src / "img0.jpg").stat().st_ino
+
+
+def test_write_behind_overlaps_the_next_batch_and_keeps_order(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """With write_behind, batches are written on one thread while the models run the next."""
+    import threading
+
+    src = tmp_path / "src"
+    make_good_folder(src, 6)
+    label_folder(_pipe(), src, tmp_path / "clean", classes="cat, dog", masks=True,
+                 batch_size=2, progress=False)
+    written: list[tuple[str, list[str]]] = []
+    release = threading.Event()
+    original = runner.DatasetSink.write_batch
+
+    def slow_write(self, items):
+        release.wait(timeout=10)  # held until the models have started the next batch
+        written.append((threading.current_thread().name, [entry.rel for entry, _, _ in items]))
+        return original(self, items)
+
+    class Releasing(FakeDetector):
+        def detect(self, images, prompts):
+            if self.calls == 1:  # batch 2 is being inferred while batch 1 waits to be written
+                release.set()
+            return super().detect(images, prompts)
+
+    monkeypatch.setattr(runner.DatasetSink, "write_batch", slow_write)
+    report = label_folder(Pipeline(detector=Releasing(), segmenter=FakeSegmenter()), src,
+                          tmp_path / "out", classes="cat, dog", masks=True, batch_size=2,
+                          progress=False, write_behind=True)
+    assert release.is_set() and report.exit_code == 0 and report.done_this_run == 6
+    assert all(name.startswith("ovperc-writer") for name, _ in written)
+    assert [rel for _, rels in written for rel in rels] == [e.rel for e in scan_images(src)]
+    assert _tree(tmp_path / "out") == _tree(tmp_path / "clean")
+
+
+@pytest.mark.parametrize("write_behind", [False, True])
+def test_a_write_error_stops_the_run_and_keeps_what_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_behind: bool
+) -> None:
+    src = tmp_path / "src"
+    make_good_folder(src, 6)
+    original = runner.DatasetSink.write_batch
+    batches = []
+
+    def full_disk(self, items):
+        batches.append(items)
+        if len(batches) == 2:
+            raise OSError(28, "No space left on device")
+        return original(self, items)
+
+    monkeypatch.setattr(runner.DatasetSink, "write_batch", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        label_folder(_pipe(), src, tmp_path / "out", classes="cat, dog", batch_size=2,
+                     progress=False, write_behind=write_behind)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["exit_code"] == 2 and "No space left" in report["error"]
+    assert report["images_done"] in (2, 4)  # batch 1 kept; batch 3 only if already queued
+    monkeypatch.setattr(runner.DatasetSink, "write_batch", original)
+    resumed = label_folder(_pipe(), src, tmp_path / "out", classes="cat, dog", batch_size=2,
+                           progress=False)
+    assert resumed.exit_code == 0 and resumed.images_done == 6
