@@ -322,26 +322,23 @@ class _SetupCheck:
                     )
 
 
+def _cause(error: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]
+           ) -> BaseException | None:
+    """The first error of ``kinds`` in ``error``'s chain of causes (Ray wraps errors)."""
+    seen: BaseException | None = error
+    for _ in range(6):
+        if seen is None or isinstance(seen, kinds):
+            return seen
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return None
+
+
 def _actor_died(ray: Any, error: BaseException) -> bool:
     """Whether a Ray actor's death is behind ``error`` (after its retries ran out)."""
     died = getattr(ray.exceptions, "ActorDiedError", None) or ray.exceptions.RayActorError
-    seen: BaseException | None = error
-    for _ in range(6):
-        if seen is None:
-            return False
-        if isinstance(seen, died):
-            return True
-        seen = getattr(seen, "cause", None) or seen.__cause__
-    return False
+    return _cause(error, died) is not None
 
 
 def _user_error(error: BaseException) -> BaseException | None:
     """A fatal setup error (model not available, ...) inside Ray's wrappers, if there is one."""
-    seen: BaseException | None = error
-    for _ in range(6):
-        if seen is None:
-            return None
-        if isinstance(seen, FATAL_ERRORS):
-            return seen
-        seen = getattr(seen, "cause", None) or seen.__cause__
-    return None
+    return _cause(error, FATAL_ERRORS)

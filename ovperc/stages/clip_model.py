@@ -1,19 +1,9 @@
 """One open_clip model, loaded lazily once and shared by the CLIP tagger and classifier.
 
-A model is named by a *spec* string:
-
-- ``"ViT-B-32:laion2b_s34b_b79k"``: an open_clip architecture and one of its pretrained
-  tags (``open_clip.list_pretrained()``); open_clip downloads the weights on first use into
-  the Hugging Face cache.
-- ``"hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"``: a Hugging Face repo in open_clip's hub
-  format (``open_clip_config.json`` plus weights).
-- ``"/path/to/folder"`` (or ``"local-dir:/path/to/folder"``): a local folder in that same
-  format: ``open_clip_config.json`` and ``open_clip_model.safetensors`` or
-  ``open_clip_pytorch_model.bin``.
-- ``"ViT-B-32:/path/to/checkpoint.pt"``: an open_clip architecture and a local checkpoint
-  file (a state dict, ``.pt``/``.bin``/``.pth`` or ``.safetensors``).
-
-Weights are read with safetensors or ``torch.load(weights_only=True)``, never unpickled.
+A model is named by a spec string (``"ViT-B-32:laion2b_s34b_b79k"``, ``"hf-hub:..."``, a
+local open_clip folder, or ``"ViT-B-32:/path/to/checkpoint.pt"``); the forms are described
+in :mod:`ovperc.stages.clip_spec`. Weights are read with safetensors or
+``torch.load(weights_only=True)``, never unpickled.
 """
 
 from __future__ import annotations
@@ -54,7 +44,7 @@ class ClipModel:
     the same model (``Pipeline.from_preset`` does this).
 
     Args:
-        spec: the model, as described in :mod:`ovperc.stages.clip_model`:
+        spec: the model, as described in :mod:`ovperc.stages.clip_spec`:
             ``"ViT-B-32:laion2b_s34b_b79k"``, ``"hf-hub:org/repo"``, a local open_clip
             folder, or ``"ViT-B-32:/path/to/checkpoint.pt"``.
         device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:1``, ...

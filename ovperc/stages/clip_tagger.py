@@ -102,7 +102,7 @@ class ClipTagger:
     the text encoder.
 
     Args:
-        model: a CLIP spec (see :mod:`ovperc.stages.clip_model`; default
+        model: a CLIP spec (see :mod:`ovperc.stages.clip_spec`; default
             ``"ViT-B-32:laion2b_s34b_b79k"``) or a shared :class:`ClipModel`.
         device: ``auto``, ``cpu``, ``cuda``, ... (used when ``model`` is a spec).
         dtype: ``float32``, ``float16`` or ``bfloat16`` (used when ``model`` is a spec).
