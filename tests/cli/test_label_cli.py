@@ -26,7 +26,7 @@ def _subparser(name: str):
     return action.choices[name]
 
 
-@pytest.mark.parametrize("command", ["label", "run"])
+@pytest.mark.parametrize("command", ["label", "run", "demo"])
 def test_help_explains_every_option(command: str, capsys: pytest.CaptureFixture) -> None:
     sub = _subparser(command)
     for action in sub._actions:
@@ -200,3 +200,28 @@ def test_ontology_file_maps_prompts_to_classes(tmp_path: Path, tiny_grounding_di
     assert (out / "labels.txt").read_text().splitlines() == ["person", "vehicle"]
     xml = (out / "annotations" / "im0.xml").read_text()
     assert "<name>man</name>" not in xml and "<name>woman</name>" not in xml
+
+
+@pytest.mark.parametrize(("device", "write_behind"), [("cpu", False), ("cuda", True)])
+def test_label_writes_behind_the_models_only_on_a_gpu(
+    tmp_path: Path, tiny_grounding_dino: Path, monkeypatch: pytest.MonkeyPatch, device: str,
+    write_behind: bool,
+) -> None:
+    """On a cpu the writer would take cores from the models (bench/RESULTS.md)."""
+    import torch
+
+    from ovperc.labeling import runner
+    from ovperc.labeling.report import Report
+
+    seen: dict = {}
+
+    def fake_label_folder(*args, **kwargs) -> Report:
+        seen.update(kwargs)
+        return Report(source="", out="", format="yolo")
+
+    monkeypatch.setattr(runner, "label_folder", fake_label_folder)
+    monkeypatch.setattr("ovperc.device.resolve_device", lambda name="auto": torch.device(device))
+    _images(tmp_path / "src", 1)
+    code = main(["label", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--classes", "cat",
+                 "--detector", str(tiny_grounding_dino), "--device", "cpu", "--no-progress"])
+    assert code == 0 and seen["write_behind"] is write_behind
