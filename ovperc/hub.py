@@ -8,8 +8,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
+
+from ovperc.atomic import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -90,27 +91,22 @@ def download_url(
 
     from tqdm.auto import tqdm
 
-    folder.mkdir(parents=True, exist_ok=True)
     logger.info("downloading %s to %s", url, target)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
     try:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+        with atomic_file(target, durable=False) as out, \
+                urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
                 while block := response.read(1 << 20):
                     out.write(block)
                     digest.update(block)
                     bar.update(len(block))
-        if sha256 and digest.hexdigest() != sha256:
-            raise ValueError(
-                f"{url} downloaded with sha256 {digest.hexdigest()}, expected {sha256}; "
-                "the file was discarded"
-            )
-        os.replace(tmp, target)
+            if sha256 and digest.hexdigest() != sha256:  # raised inside: the file is discarded
+                raise ValueError(
+                    f"{url} downloaded with sha256 {digest.hexdigest()}, expected {sha256}; "
+                    "the file was discarded"
+                )
     except OSError as error:
         raise ModelNotAvailableError(f"could not download {url}: {error}") from error
-    finally:
-        tmp.unlink(missing_ok=True)
     return target

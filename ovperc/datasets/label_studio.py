@@ -24,6 +24,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
+from ovperc.atomic import atomic_file
 from ovperc.datasets.io import LabeledImage, load_dataset
 
 if TYPE_CHECKING:
@@ -237,28 +238,19 @@ def export_label_studio(
         >>> export_label_studio("dataset/", "tasks.json", config_out="config.xml")  # doctest: +SKIP
         {'tasks': 120, 'rectangles': 431, 'polygons': 0}
     """
-    import tempfile
-
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     counts = {"tasks": 0, "rectangles": 0, "polygons": 0}
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("[")
-            for task in tasks(dataset, fmt=fmt, image_root_url=image_root_url,
-                              model_version=model_version):
-                handle.write(("\n" if counts["tasks"] == 0 else ",\n")
-                             + json.dumps(task, ensure_ascii=False))
-                counts["tasks"] += 1
-                for region in task["predictions"][0]["result"]:
-                    key = "rectangles" if region["type"] == "rectanglelabels" else "polygons"
-                    counts[key] += 1
-            handle.write("\n]\n")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out, "w") as handle:
+        handle.write("[")
+        for task in tasks(dataset, fmt=fmt, image_root_url=image_root_url,
+                          model_version=model_version):
+            handle.write(("\n" if counts["tasks"] == 0 else ",\n")
+                         + json.dumps(task, ensure_ascii=False))
+            counts["tasks"] += 1
+            for region in task["predictions"][0]["result"]:
+                key = "rectangles" if region["type"] == "rectanglelabels" else "polygons"
+                counts[key] += 1
+        handle.write("\n]\n")
     if config_out is not None:
         classes = load_dataset(dataset, fmt).classes
         config = Path(config_out)

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ovperc.atomic import atomic_copy
 from ovperc.datasets.io import Dataset, LabeledImage, Split, load_dataset
 from ovperc.image import DEFAULT_MAX_PIXELS, ImageError
-from ovperc.labeling.atomic import atomic_copy
 from ovperc.labeling.manifest import Manifest
 from ovperc.labeling.report import Report
 from ovperc.labeling.runner import FATAL_ERRORS, SETUP_FAILURES

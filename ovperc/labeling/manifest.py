@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ovperc.labeling.atomic import atomic_write_text
+from ovperc.atomic import atomic_write_text
 from ovperc.labeling.writers import STATE_DIR
 
 logger = logging.getLogger(__name__)

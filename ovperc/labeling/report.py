@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ovperc.labeling.atomic import atomic_write_text
+from ovperc.atomic import atomic_write_text
 
 #: exit codes of a labelling run.
 EXIT_OK, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130

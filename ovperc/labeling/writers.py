@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from ovperc.labeling.atomic import atomic_copy, atomic_link, atomic_write_bytes, atomic_write_text
+from ovperc.atomic import atomic_copy, atomic_file, atomic_link, atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -293,31 +292,22 @@ class CocoWriter(DatasetWriter):
 
         target = self.out / "annotations.json"
         stems = list(stems)
-        fd, tmp = tempfile.mkstemp(dir=self.out, prefix=".annotations.json.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write('{"info": {"description": "labelled with ovperc"},\n')
-                handle.write(f'"categories": {_dumps(classes_to_coco_categories(classes))},\n')
-                handle.write('"images": [')
-                for image_id, stem in enumerate(stems, start=1):
-                    image = dict(self._read_part(stem)["image"])
-                    image = {"id": image_id, **image}
-                    handle.write(("\n" if image_id == 1 else ",\n") + _dumps(image))
-                handle.write('],\n"annotations": [')
-                annotation_id = 1
-                for image_id, stem in enumerate(stems, start=1):
-                    for annotation in self._read_part(stem)["annotations"]:
-                        record = {"id": annotation_id, "image_id": image_id, **annotation}
-                        handle.write(("\n" if annotation_id == 1 else ",\n") + _dumps(record))
-                        annotation_id += 1
-                handle.write("]}\n")
-                if self.durable:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(target, "w", durable=self.durable) as handle:
+            handle.write('{"info": {"description": "labelled with ovperc"},\n')
+            handle.write(f'"categories": {_dumps(classes_to_coco_categories(classes))},\n')
+            handle.write('"images": [')
+            for image_id, stem in enumerate(stems, start=1):
+                image = dict(self._read_part(stem)["image"])
+                image = {"id": image_id, **image}
+                handle.write(("\n" if image_id == 1 else ",\n") + _dumps(image))
+            handle.write('],\n"annotations": [')
+            annotation_id = 1
+            for image_id, stem in enumerate(stems, start=1):
+                for annotation in self._read_part(stem)["annotations"]:
+                    record = {"id": annotation_id, "image_id": image_id, **annotation}
+                    handle.write(("\n" if annotation_id == 1 else ",\n") + _dumps(record))
+                    annotation_id += 1
+            handle.write("]}\n")
 
     def _read_part(self, stem: str) -> dict:
         return json.loads(self.part_path(stem).read_text(encoding="utf-8"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ovperc.atomic import atomic_file
 from ovperc.hub import cache_dir as ovperc_cache_dir
 from ovperc.stages.clip_model import ClipModel, resolve_clip, text_key
 from ovperc.stages.templates import TemplatesLike, class_embeddings, resolve_templates
@@ -190,14 +190,8 @@ class ClipTagger:
     def _write(path: Path, array: np.ndarray) -> None:
         """Write to a temporary file in the same folder, then rename: never a partial file."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    np.save(handle, array, allow_pickle=False)
-                os.replace(tmp, path)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            with atomic_file(path, durable=False) as handle:
+                np.save(handle, array, allow_pickle=False)
         except OSError as error:
             logger.warning("could not cache tag embeddings in %s: %s", path, error)
 

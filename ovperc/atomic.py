@@ -5,29 +5,34 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb", *, durable: bool = True) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on a clean exit it replaces ``path``.
 
-    A crash (even ``kill -9``) leaves either the previous file or the complete new one;
-    a stray ``.tmp`` file at most, which the next write of that path replaces.
+    A crash (even ``kill -9``) leaves either the previous file or the complete new one; an
+    exception inside the block discards the new content. The folder is created if needed.
 
     Args:
-        path: the file to write; its folder is created if needed.
-        data: the whole content.
+        path: the file to write.
+        mode: ``"wb"`` or ``"w"`` (text is UTF-8).
         durable: ``fsync`` the data before the rename, so it also survives a power loss.
 
     Example:
-        >>> atomic_write_bytes("labels/a.txt", b"0 0.5 0.5 0.2 0.2\\n")  # doctest: +SKIP
+        >>> with atomic_file("annotations.json", "w") as handle:  # doctest: +SKIP
+        ...     handle.write("{}")
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:80]}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -35,6 +40,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_file`).
+
+    Example:
+        >>> atomic_write_bytes("labels/a.txt", b"0 0.5 0.5 0.2 0.2\\n")  # doctest: +SKIP
+    """
+    with atomic_file(path, durable=durable) as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> None:
@@ -47,24 +62,13 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = Tru
 
 
 def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike, *, durable: bool = True) -> None:
-    """Copy a file's bytes to ``dst`` atomically (temporary file, then rename).
+    """Copy a file's bytes to ``dst`` atomically (see :func:`atomic_file`).
 
     Example:
         >>> atomic_copy("photos/a.jpg", "dataset/images/a.jpg")  # doctest: +SKIP
     """
-    target = Path(dst)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:80]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as source:
-            shutil.copyfileobj(source, out, 1 << 20)
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(dst, durable=durable) as out, open(src, "rb") as source:
+        shutil.copyfileobj(source, out, 1 << 20)
 
 
 def atomic_link(src: str | os.PathLike, dst: str | os.PathLike, *, symbolic: bool) -> None:
