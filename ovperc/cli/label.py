@@ -16,7 +16,9 @@ from ovperc.cli.options import (
     build_pipeline,
     choose_preset,
     describe_error,
+    non_negative_float,
     ontology_from_args,
+    positive_int,
     run_signature,
 )
 from ovperc.image import DEFAULT_MAX_PIXELS
@@ -87,20 +89,6 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run_label)
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
-    return value
-
-
-def _share(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     """``--engine``, ``--ray-address``, ``--num-workers``, ``--gpus-per-worker``."""
     group = parser.add_argument_group(
@@ -113,10 +101,10 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                        help="join this Ray cluster (auto, HOST:PORT or ray://HOST:10001) instead "
                             "of starting a local instance; SOURCE must be a path every node "
                             "sees (a shared file system); the dataset is written here")
-    group.add_argument("--num-workers", type=_count, metavar="N",
+    group.add_argument("--num-workers", type=positive_int, metavar="N",
                        help="Ray actors, each holding one copy of the models (default: one per "
                             "GPU, or one per node on CPU-only clusters)")
-    group.add_argument("--gpus-per-worker", type=_share, metavar="G",
+    group.add_argument("--gpus-per-worker", type=non_negative_float, metavar="G",
                        help="GPUs per Ray actor; 0.5 puts two actors on a GPU (default 1 when "
                             "the cluster has GPUs, else 0)")
 

@@ -36,10 +36,19 @@ def _probability(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer of 1 or more."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse ``type``: a number of 0 or more."""
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -121,13 +130,13 @@ def add_threshold_options(parser: argparse.ArgumentParser, *, batching: bool = T
                             "(drop boxes CLIP disagrees with) (classifier default rescore)")
     group.add_argument("--tag-threshold", type=_probability, metavar="P",
                        help="minimum tag score for a tag to be used (tagger default)")
-    group.add_argument("--max-tags", type=_positive_int, metavar="N",
+    group.add_argument("--max-tags", type=positive_int, metavar="N",
                        help="use at most N tags per image (tagger default 10)")
     if batching:
         speed = parser.add_argument_group("throughput")
-        speed.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
+        speed.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
                            help="images per model call (default 4; raise it on a GPU)")
-        speed.add_argument("--decode-workers", type=_positive_int, default=2, metavar="N",
+        speed.add_argument("--decode-workers", type=positive_int, default=2, metavar="N",
                            help="background threads decoding images while the models run "
                                 "(default 2)")
 

@@ -6,15 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ovperc.cli.options import positive_int
 from ovperc.datasets.io import FORMAT_CHOICES
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
-    return value
-
 
 HELP = "add a SAM mask to every box of a YOLO/COCO/VOC dataset (resumable)"
 
@@ -48,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES,
                         help="model precision; float16/bfloat16 need a GPU (default float32)")
-    parser.add_argument("--batch-size", type=_positive_int, default=4, metavar="N",
+    parser.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
                         help="images per SAM call (default 4; raise it on a GPU)")
     parser.add_argument("--mask-png", action="store_true",
                         help="also write masks/<name>.png per image (pixel value k = k-th box)")
