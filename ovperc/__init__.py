@@ -12,8 +12,9 @@ Importing ovperc is cheap: torch and the models load only when a stage first run
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ovperc.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ _LAZY = {
     "Tag": "ovperc.types",
     "ModelNotAvailableError": "ovperc.hub",
     "PRESETS": "ovperc.presets",
+    "stages": "ovperc.stages",
 }
 
 __all__ = [
@@ -52,13 +54,4 @@ if TYPE_CHECKING:
     from ovperc.types import Tag
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    if name == "stages":
-        return importlib.import_module("ovperc.stages")
-    raise AttributeError(f"module 'ovperc' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import supervision as sv
 
+import ovperc
 from ovperc import Ontology, Perception, Pipeline
 from tests.fakes import FakeDetector, FakeSegmenter, FakeTagger
 
@@ -171,6 +172,24 @@ def test_import_is_cheap():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_lazy_names_are_the_documented_objects():
+    """Every exported name is its object, also once its module was imported directly."""
+    code = (
+        "import importlib, inspect, ovperc, ovperc.datasets.scoring, ovperc.labeling.runner\n"
+        "for package in ('ovperc', 'ovperc.stages', 'ovperc.labeling', 'ovperc.datasets'):\n"
+        "    module = importlib.import_module(package)\n"
+        "    for name in module.__all__:\n"
+        "        value = getattr(module, name)\n"
+        "        assert name == 'stages' or not inspect.ismodule(value), (package, name)\n"
+        "from ovperc.datasets import evaluate\n"
+        "assert callable(evaluate)\n"
+        "assert dir(ovperc) == sorted(ovperc.__all__)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        ovperc.nope  # noqa: B018
 
 
 def test_unknown_preset_lists_the_valid_ones():

@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     Example:
         >>> add_parser(parser.add_subparsers())  # doctest: +SKIP
     """
-    from ovperc.datasets.evaluate import DEFAULT_SWEEP
+    from ovperc.datasets.scoring import DEFAULT_SWEEP
 
     parser = subparsers.add_parser(
         "evaluate", help=HELP, description=(
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         >>> run(build_parser().parse_args(["evaluate", "auto/", "hand/"]))  # doctest: +SKIP
         0
     """
-    from ovperc.datasets.evaluate import evaluate, format_report, parse_class_map, read_class_map
+    from ovperc.datasets.scoring import evaluate, format_report, parse_class_map, read_class_map
 
     try:
         class_map = (parse_class_map(args.class_map) if args.class_map else

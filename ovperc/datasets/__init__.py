@@ -8,17 +8,16 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ovperc.lazy import lazy_exports
 
 _LAZY = {
     "load_dataset": "ovperc.datasets.io",
     "detect_format": "ovperc.datasets.io",
     "Dataset": "ovperc.datasets.io",
     "DatasetError": "ovperc.datasets.io",
-    "evaluate": "ovperc.datasets.evaluate",
-    "Evaluation": "ovperc.datasets.evaluate",
-    "ClassMismatchError": "ovperc.datasets.evaluate",
+    "evaluate": "ovperc.datasets.scoring",
+    "Evaluation": "ovperc.datasets.scoring",
+    "ClassMismatchError": "ovperc.datasets.scoring",
     "segment_dataset": "ovperc.datasets.segment",
     "export_label_studio": "ovperc.datasets.label_studio",
 }
@@ -26,11 +25,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ovperc.datasets' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from ovperc.cli import main
-from ovperc.datasets.evaluate import ClassMismatchError, evaluate, parse_class_map
 from ovperc.datasets.io import detect_format, load_dataset
+from ovperc.datasets.scoring import ClassMismatchError, evaluate, parse_class_map
 from tests.datasets.helpers import write_coco_gt, write_predictions, write_yolo_gt
 
 G1, G2 = [10, 10, 50, 50], [60, 60, 100, 100]

@@ -55,7 +55,7 @@ def test_model_files_are_small() -> None:
 
 
 def test_detection_map50_on_heldout(perceptions, heldout) -> None:
-    from ovperc.datasets.evaluate import score_detections
+    from ovperc.datasets.scoring import score_detections
 
     preds = [p.detections for p in perceptions]
     scores = score_detections(preds, [s.detections() for s in heldout], list(CLASSES))
@@ -124,7 +124,7 @@ def test_tagger_lists_the_shapes_present(shapes_pipeline, heldout) -> None:
 def test_cli_label_and_evaluate_agree_with_the_api(
     perceptions, heldout, heldout_files, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from ovperc.datasets.evaluate import score_detections
+    from ovperc.datasets.scoring import score_detections
 
     out = tmp_path / "labelled"
     code = main(["label", str(heldout_files.images), "--out", str(out), "--preset", "shapes-tiny",
