@@ -13,9 +13,9 @@ take the polygon's extent, which lies inside the original box.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,11 +28,12 @@ import numpy as np
 from ovperc.atomic import atomic_copy
 from ovperc.datasets.io import Dataset, LabeledImage, Split, load_dataset
 from ovperc.image import DEFAULT_MAX_PIXELS, ImageError
-from ovperc.labeling.manifest import Manifest
+from ovperc.labeling.lock import dataset_lock
+from ovperc.labeling.manifest import Manifest, check_empty, discard, read_stored
 from ovperc.labeling.report import Report
-from ovperc.labeling.runner import FATAL_ERRORS, SETUP_FAILURES
+from ovperc.labeling.runner import is_fatal
 from ovperc.labeling.scan import sort_key
-from ovperc.labeling.writers import STATE_DIR, DatasetWriter, ImageItem, ImageMode, make_writer
+from ovperc.labeling.writers import DatasetWriter, ImageItem, ImageMode, make_writer
 from ovperc.prefetch import decode_images
 
 if TYPE_CHECKING:
@@ -138,8 +139,22 @@ def segment_dataset(
                      **(signature or {})}
 
     start = time.perf_counter()
-    manifest = _open_manifest(Path(out), outs.values(), run_signature, ds.classes, overwrite)
+    if not overwrite:
+        check_empty(Path(out))
+    with dataset_lock(out):
+        manifest = _open_manifest(Path(out), run_signature, ds.classes, overwrite)
+        return _segment_all(segmenter, ds, outs, manifest, dataset=dataset, out=Path(out),
+                            batch_size=batch_size, decode_workers=decode_workers,
+                            max_pixels=max_pixels, progress=progress, durable=durable, start=start)
+
+
+def _segment_all(segmenter: Segmenter, ds: Dataset, outs: dict[Split, _SplitOut], manifest: Manifest,
+                 *, dataset: str | os.PathLike, out: Path, batch_size: int, decode_workers: int,
+                 max_pixels: int, progress: bool, durable: bool, start: float) -> Report:
     report = Report(source=str(dataset), out=str(out), format=ds.format)
+    load = getattr(segmenter, "load", None)
+    if callable(load):
+        load()  # a model that cannot load stops the run before its first image
     try:
         _run(segmenter, ds, outs, manifest, report, batch_size=batch_size,
              decode_workers=decode_workers, max_pixels=max_pixels, progress=progress)
@@ -160,20 +175,17 @@ def segment_dataset(
         report.detections_per_class = {n: total[n] for n in ds.classes if total[n]}
         report.classes = list(ds.classes)
         report.elapsed_s = time.perf_counter() - start
-        report.save(Path(out) / "report.json")
+        if manifest.claim(out / "report.json"):
+            report.save(out / "report.json")
     return report
 
 
-def _open_manifest(out: Path, outs: Any, signature: dict[str, Any], classes: list[str],
+def _open_manifest(out: Path, signature: dict[str, Any], classes: list[str],
                    overwrite: bool) -> Manifest:
     if overwrite and out.exists():
-        paths = [p for o in outs for p in o.writer.managed()]
-        paths += [out / "report.json", out / STATE_DIR, out / "data.yaml"]
-        for path in paths:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
+        stored = read_stored(out)
+        if stored is not None and stored.get("signature") != json.loads(json.dumps(signature)):
+            discard(out)  # exactly the files the previous run recorded
     return Manifest.open(out, signature, classes=classes, require_empty=not overwrite)
 
 
@@ -220,29 +232,21 @@ def _decoded(todo: list[LabeledImage], report: Report, workers: int, max_pixels:
 
 
 class _Guard:
-    """Tells a bad image from a bad setup: failures before any success stop the run."""
-
-    def __init__(self) -> None:
-        self.succeeded = False
-        self.failures = 0
+    """Runs the segmenter on a batch; a batch that fails is retried image by image, so one
+    bad image is skipped alone. Only a setup error stops the run (see ``is_fatal``)."""
 
     def segment(self, segmenter: Segmenter, arrays: list[np.ndarray],
                 dets: list[sv.Detections]) -> list[sv.Detections | Exception]:
         """Masks for a batch; on failure, retry image by image so a bad image is skipped alone."""
         try:
-            results: list[sv.Detections | Exception] = list(segmenter.segment(arrays, dets))
-        except FATAL_ERRORS:
-            raise
+            return list(segmenter.segment(arrays, dets))
         except Exception as error:
+            if is_fatal(error, len(arrays)):
+                raise
             if len(arrays) > 1:
                 logger.warning("segmenter failed on a batch (%s); retrying one by one", error)
                 return [r for a, d in zip(arrays, dets) for r in self.segment(segmenter, [a], [d])]
-            self.failures += 0 if self.succeeded else 1
-            if self.failures >= SETUP_FAILURES:
-                raise
             return [error]
-        self.succeeded = True
-        return results
 
 
 def _process(guard: _Guard, segmenter: Segmenter, batch: list[tuple[LabeledImage, np.ndarray]],
@@ -283,10 +287,17 @@ def _process(guard: _Guard, segmenter: Segmenter, batch: list[tuple[LabeledImage
             out_det.mask = np.zeros((0, height, width), dtype=bool)
         target = outs[item.split]
         stem = target.stem(item)
-        target.writer.write(ImageItem(item.path, stem, item.path.suffix, width, height), out_det,
-                            manifest.classes)
+        image = ImageItem(item.path, stem, item.path.suffix, width, height)
+        paths = target.writer.paths(image)
+        foreign = next((p for p in paths if p.exists() or p.is_symlink()), None)
+        if foreign is not None:
+            report.skip(item.key, f"not written: {foreign} is in the way and ovperc did not write it")
+            continue
+        files = [_relative(manifest.root, p) for p in paths]
+        manifest.begin([{"rel": item.key, "files": files}])
+        target.writer.write(image, out_det, manifest.classes)
         names = [str(n) for n in det.data.get("class_name", [])]
-        records.append({"rel": item.key, "stem": stem, "counts": dict(Counter(names))})
+        records.append({"rel": item.key, "stem": stem, "counts": dict(Counter(names)), "files": files})
     manifest.record(records)
     report.add_time("write", time.perf_counter() - t0)
     report.done_this_run += len(records)
@@ -299,13 +310,21 @@ def _finalize(ds: Dataset, outs: dict[Split, _SplitOut], manifest: Manifest, out
         for split in ds.splits:
             assert split.data_yaml is not None
             copy = out / split.data_yaml.relative_to(ds.root)
-            if not copy.exists():
+            if manifest.claim(copy):
                 atomic_copy(split.data_yaml, copy, durable=durable)
         return
     for split, target in outs.items():
+        if not all(manifest.claim(p) for p in target.writer.dataset_files()):
+            logger.warning("not writing %s: a file ovperc did not write is in the way",
+                           target.writer.dataset_files())
+            continue
         records = [r for r in manifest.done.values() if _key_in_split(str(r["rel"]), split)]
         records.sort(key=lambda r: sort_key(str(r["rel"])))
         target.writer.finalize(manifest.classes, [str(r["stem"]) for r in records])
+
+
+def _relative(root: Path, path: Path) -> str:
+    return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
 
 
 def _key_in_split(key: str, split: Split) -> bool:

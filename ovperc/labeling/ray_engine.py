@@ -27,12 +27,12 @@ import contextlib
 import logging
 import os
 import pickle
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ovperc.labeling.ray_worker import CompactResult, Failure, Labeler, Outcome, decode_row
-from ovperc.labeling.runner import FATAL_ERRORS, SETUP_FAILURES, ResultRecorder, plan_batches
+from ovperc.labeling.ray_worker import Failure, Labeler, Outcome, decode_row
+from ovperc.labeling.runner import FATAL_ERRORS, ResultRecorder, plan_batches
 from ovperc.labeling.scan import ScanEntry
 
 if TYPE_CHECKING:
@@ -129,13 +129,11 @@ class RayEngine:
             batches = plan_batches(todo, batch_size)
             if not batches:
                 return
-            checker = _SetupCheck()
             with self._session() as ray, self._quiet(ray), contextlib.closing(
                     self._rows(ray, batches, ontology=ontology, tag_merge=tag_merge,
                                decode_workers=decode_workers, max_pixels=max_pixels)) as rows:
                 for index, decode_s, outcomes in rows:
                     entries = batches[index]
-                    checker.check(entries, outcomes)
                     report.add_time("decode", decode_s)
                     kept = []
                     for entry, outcome in zip(entries, outcomes):
@@ -299,27 +297,6 @@ class RemotePipelineError(RuntimeError):
     def __init__(self, error_type: str, message: str) -> None:
         super().__init__(message)
         self.error_type = error_type
-
-
-class _SetupCheck:
-    """Stops the run when the chain fails on its first images (a setup problem, not bad files)."""
-
-    def __init__(self) -> None:
-        self.succeeded = False
-        self.failures = 0
-
-    def check(self, entries: Sequence[ScanEntry], outcomes: Sequence[Outcome]) -> None:
-        for entry, outcome in zip(entries, outcomes):
-            if isinstance(outcome, CompactResult):
-                self.succeeded = True
-            elif outcome.kind == "pipeline" and not self.succeeded:
-                self.failures += 1
-                if self.failures >= SETUP_FAILURES:
-                    raise RuntimeError(
-                        f"the pipeline failed on the first {self.failures} images it ran on "
-                        f"(last: {entry.rel}: {outcome.error_type}: {outcome.reason}); "
-                        "check the models and options"
-                    )
 
 
 def _cause(error: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ovperc.image import ImageError
-from ovperc.labeling.runner import FATAL_ERRORS, _class_names
+from ovperc.labeling.runner import _class_names, is_fatal, load_models
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -178,6 +178,7 @@ class Labeler:
 
         torch.set_num_threads(threads)
         self.pipeline = factory()
+        load_models(self.pipeline)  # a model that cannot load fails the actor, not each image
         self.ontology = ontology
         self.tag_merge = tag_merge
         self.max_pixels = max_pixels
@@ -206,9 +207,9 @@ class Labeler:
         try:
             results = self.pipeline.run_batch(arrays, classes=self.ontology,
                                               tag_merge=self.tag_merge, sources=paths)
-        except FATAL_ERRORS:
-            raise
         except Exception as error:
+            if is_fatal(error, len(arrays)):
+                raise
             if len(arrays) > 1:
                 logger.warning("pipeline failed on a batch (%s); retrying its images one by one", error)
                 return [out for a, p in zip(arrays, paths) for out in self._infer([a], [p])]

@@ -34,6 +34,7 @@ class Report:
         elapsed_s: wall time of this run.
         interrupted: the run was stopped (Ctrl-C) before the end.
         error: a fatal error that stopped the run, if any.
+        notes: what else a person should know (folders not scanned, files left alone, ...).
 
     Example:
         >>> report = label_folder(pipe, "photos/", "dataset/", classes="dog")  # doctest: +SKIP
@@ -55,6 +56,7 @@ class Report:
     elapsed_s: float = 0.0
     interrupted: bool = False
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def skip(self, path: str, reason: str) -> None:
         """Record an image that could not be labelled."""
@@ -120,6 +122,7 @@ class Report:
         if self.time_per_stage:
             times = ", ".join(f"{k} {v:.1f} s" for k, v in self.time_per_stage.items())
             lines.append(f"time per stage: {times}")
+        lines.extend(f"note: {note}" for note in self.notes)
         if self.skipped:
             kinds = ", ".join(f"{n} {kind}" for kind, n in self.skipped_by_reason().items())
             lines.append(f"skipped {len(self.skipped)} images: {kinds}")

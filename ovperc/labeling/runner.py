@@ -16,9 +16,10 @@ So a batch's images depend only on the folder, never on timing.
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
-import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,10 +31,11 @@ import numpy as np
 
 from ovperc.hub import ModelNotAvailableError
 from ovperc.image import DEFAULT_MAX_PIXELS, ImageError
-from ovperc.labeling.manifest import Manifest
+from ovperc.labeling.lock import dataset_lock
+from ovperc.labeling.manifest import STATE_DIR, Manifest, check_empty, discard, read_stored
 from ovperc.labeling.report import Report
 from ovperc.labeling.scan import ScanEntry, output_stems, scan_images, sort_key
-from ovperc.labeling.writers import STATE_DIR, DatasetWriter, ImageItem, ImageMode, make_writer
+from ovperc.labeling.writers import DatasetWriter, ImageItem, ImageMode, make_writer
 from ovperc.ontology import ClassesLike, Ontology
 from ovperc.prefetch import decode_images
 
@@ -45,14 +47,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: errors that stop the run instead of skipping an image: the setup is wrong.
+#: errors that stop the run instead of skipping an image: the setup is wrong (running out of
+#: memory too, but only on a single image: see :func:`is_fatal`).
 FATAL_ERRORS: tuple[type[BaseException], ...] = (ModelNotAvailableError, ImportError, MemoryError)
-#: the pipeline failing on this many images before any success stops the run.
-SETUP_FAILURES = 3
 
 
 class DatasetSink:
     """Turns pipeline results into dataset files and manifest records.
+
+    Before an image's files are written they are recorded as *begun* in the manifest, so a
+    run killed half-way leaves nothing the next run cannot remove; a file that is already
+    there and that no ovperc run recorded is never overwritten (that image is skipped).
 
     Args:
         writer: the format writer.
@@ -60,7 +65,7 @@ class DatasetSink:
 
     Example:
         >>> sink = DatasetSink(make_writer("yolo", out), manifest)  # doctest: +SKIP
-        >>> sink.write_batch([(entry, stem, perception)])  # doctest: +SKIP
+        >>> records, skipped = sink.write_batch([(entry, stem, perception)])  # doctest: +SKIP
         >>> sink.finalize()  # doctest: +SKIP
     """
 
@@ -83,30 +88,65 @@ class DatasetSink:
         det.class_id = np.array([classes.index(n) for n in names], dtype=int)
         return det
 
-    def write_batch(self, items: Sequence[tuple[ScanEntry, str, Perception]]) -> list[dict[str, Any]]:
+    def write_batch(self, items: Sequence[tuple[ScanEntry, str, Perception]]
+                    ) -> tuple[list[dict[str, Any]], list[tuple[ScanEntry, str]]]:
         """Write every image of a batch, then record the batch in the manifest.
 
         Args:
             items: ``(scan entry, output stem, result)`` per image, in dataset order.
 
         Returns:
-            The manifest records written.
+            The manifest records written, and ``(entry, reason)`` for each image that could
+            not be written (its source vanished, a foreign file is in the way).
+
+        Raises:
+            OSError: the dataset cannot be written (disk full, read-only): no image could be.
         """
-        records = []
+        planned, skipped = [], []
         for entry, stem, result in items:
-            names = _class_names(result)
-            det = self.dataset_ids(result.detections, names)
             width, height = result.image_size
             item = ImageItem(entry.path, stem, entry.suffix, width, height)
-            self.writer.write(item, det, self.manifest.classes)
-            records.append({"rel": entry.rel, "stem": stem, "counts": dict(Counter(names))})
+            paths = self.writer.paths(item)
+            foreign = next((p for p in paths if p.exists() or p.is_symlink()), None)
+            if foreign is not None:
+                skipped.append((entry, f"not written: {foreign} is in the way and ovperc did not "
+                                       "write it (move it, or choose another --out)"))
+                continue
+            files = [p.relative_to(self.writer.out).as_posix() for p in paths]
+            planned.append((entry, item, result, files))
+        self.manifest.begin([{"rel": e.rel, "files": files} for e, _, _, files in planned])
+        records = []
+        for entry, item, result, files in planned:
+            names = _class_names(result)
+            try:
+                fingerprint = _fingerprint(entry.path)
+                det = self.dataset_ids(result.detections, names)
+                self.writer.write(item, det, self.manifest.classes)
+            except OSError as error:
+                if not _image_error(error, entry.path):
+                    raise
+                _remove_written(self.writer.out, files)
+                skipped.append((entry, f"not written ({describe_os_error(error)})"))
+                continue
+            records.append({"rel": entry.rel, "stem": item.stem, "counts": dict(Counter(names)),
+                            "classes": list(dict.fromkeys(names)), "files": files,
+                            "source": fingerprint})
         self.manifest.record(records)
-        return records
+        return records, skipped
 
-    def finalize(self) -> None:
-        """Write the dataset-wide files for every finished image, in dataset order."""
+    def finalize(self) -> str | None:
+        """Write the dataset-wide files for every finished image, in dataset order.
+
+        Returns:
+            Why they were not written (a file ovperc did not write is in the way), or ``None``.
+        """
+        blocked = [p for p in self.writer.dataset_files() if not self.manifest.claim(p)]
+        if blocked:
+            return (f"{', '.join(map(str, blocked))} not written: ovperc did not write the file "
+                    "there, so it is left alone")
         done = sorted(self.manifest.done.values(), key=lambda r: sort_key(str(r["rel"])))
         self.writer.finalize(self.manifest.classes, [str(r["stem"]) for r in done])
+        return None
 
     def counts(self) -> dict[str, int]:
         """Boxes per class over the whole dataset, in class id order."""
@@ -114,6 +154,33 @@ class DatasetSink:
         for record in self.manifest.done.values():
             total.update(record.get("counts", {}))
         return {name: total[name] for name in self.manifest.classes if total[name]}
+
+
+def _fingerprint(path: Path) -> list[int]:
+    """What tells a changed source file on a rerun: its size and modification time."""
+    st = path.stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+#: errors writing one image that come from that image (its source, its name), not the disk.
+_IMAGE_ERRNOS = {errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL, errno.EXDEV}
+
+
+def _image_error(error: OSError, source: Path) -> bool:
+    if error.errno in _IMAGE_ERRNOS:
+        return True
+    return error.filename is not None and os.path.abspath(str(error.filename)) == os.path.abspath(source)
+
+
+def describe_os_error(error: OSError) -> str:
+    """``"No such file or directory: 'a.jpg'"``: an OS error without its errno number."""
+    where = f": {error.filename!r}" if error.filename is not None else ""
+    return f"{error.strerror or error}{where}"
+
+
+def _remove_written(out: Path, files: Sequence[str]) -> None:
+    for rel in files:
+        (out / rel).unlink(missing_ok=True)
 
 
 def plan_batches(todo: Sequence[ScanEntry], batch_size: int) -> list[list[ScanEntry]]:
@@ -196,9 +263,11 @@ class ResultRecorder:
 
     def _write(self, items: list[tuple[ScanEntry, str, Perception]]) -> None:
         t0 = time.perf_counter()
-        self.sink.write_batch(items)
+        records, skipped = self.sink.write_batch(items)
+        for entry, reason in skipped:
+            self.skip(entry, reason)
         self.report.add_time("write", time.perf_counter() - t0)
-        self.report.done_this_run += len(items)
+        self.report.done_this_run += len(records)
 
 
 class LabelEngine(Protocol):
@@ -232,30 +301,126 @@ def prepare_output(
     *,
     classes: Sequence[str],
     overwrite: bool,
+    source: str | os.PathLike | None = None,
 ) -> Manifest:
     """Open or create the run's manifest; with ``overwrite``, first remove a previous run.
 
-    Only ovperc's own outputs are removed (``images/``, ``labels/``, ``annotations/``,
-    ``masks/``, ``data.yaml``, ``annotations.json``, ``labels.txt``, ``report.json``,
-    ``.ovperc/``); other files in the folder are left alone.
+    ``overwrite`` removes exactly the files the previous run's manifest recorded, and
+    nothing else: not the source images, not files another tool or a person put there. A
+    ``source`` inside ``out`` is left alone and does not make ``out`` count as not empty.
+    The caller holds :func:`~ovperc.labeling.lock.dataset_lock` on ``out``.
 
     Raises:
-        ManifestMismatchError: a run with another signature is there and not ``overwrite``.
+        ManifestMismatchError: a run with another signature is there and not ``overwrite``,
+            or ``out`` holds files ovperc did not write and not ``overwrite``.
     """
     out = Path(out)
     if overwrite and out.exists():
-        for path in [*writer.managed(), *_all_managed(out), out / "report.json", out / STATE_DIR]:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
-    return Manifest.open(out, signature, classes=classes, require_empty=not overwrite)
+        stored = read_stored(out)
+        if stored is not None and stored.get("signature") != json.loads(json.dumps(dict(signature))):
+            discard(out, files_of=_legacy_files)
+    require_empty = not overwrite and not _only_source_inside(out, source)
+    return Manifest.open(out, signature, classes=classes, require_empty=require_empty)
+
+
+def check_layout(source: str | os.PathLike, out: str | os.PathLike, writer: DatasetWriter) -> None:
+    """Refuse a SOURCE and OUT that overlap in a way that could touch the user's images.
+
+    ``out`` may lie inside ``source`` (the scan leaves it out), and ``source`` inside ``out``
+    (it is never written to), but not ``source`` equal to ``out`` nor inside a folder ovperc
+    writes (``images/``, ``labels/``, ``.ovperc/``, ...).
+
+    Raises:
+        ValueError: the layout is refused; the message says why and what to do.
+
+    Example:
+        >>> check_layout("data/images", "data", make_writer("yolo", "data"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        ValueError: SOURCE data/images is inside data/images, ...
+    """
+    src, dst = Path(os.path.abspath(source)), Path(os.path.abspath(out))
+    real_src, real_dst = Path(os.path.realpath(source)), Path(os.path.realpath(out))
+    if src == dst or real_src == real_dst:
+        raise ValueError(f"--out {out} is SOURCE itself; write the dataset to another folder "
+                         "(it may lie inside SOURCE)")
+    written = [*_all_managed(dst), dst / STATE_DIR]
+    for src_path, dst_path in ((src, dst), (real_src, real_dst)):
+        for folder in written:
+            inside = folder.relative_to(dst)
+            target = dst_path / inside
+            if src_path == target or target in src_path.parents:
+                raise ValueError(
+                    f"SOURCE {source} is inside {out}/{inside.as_posix()}, where ovperc writes "
+                    "the dataset; move the images elsewhere or choose another --out"
+                )
+
+
+def _only_source_inside(out: Path, source: str | os.PathLike | None) -> bool:
+    """Whether ``out`` holds nothing but ``source`` (and ovperc's state folder)."""
+    if source is None or not out.is_dir():
+        return False
+    src = Path(os.path.abspath(source))
+    dst = Path(os.path.abspath(out))
+    if dst not in src.parents:
+        return False
+    top = dst / src.relative_to(dst).parts[0]
+    return all(p.name == STATE_DIR or Path(os.path.abspath(p)) == top for p in out.iterdir())
+
+
+def _legacy_files(signature: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
+    """The files a version-1 manifest's record stands for (those did not list them)."""
+    writer = make_writer(str(signature.get("format", "yolo")), ".", masks=bool(signature.get("masks")),
+                         mask_png=bool(signature.get("mask_png")),
+                         images=signature.get("images", "copy"))
+    item = ImageItem(Path(str(record["rel"])), str(record["stem"]), Path(str(record["rel"])).suffix, 1, 1)
+    return [p.as_posix() for p in writer.paths(item)]
 
 
 def _all_managed(out: Path) -> list[Path]:
     from ovperc.labeling.writers import FORMATS
 
     return [p for f in FORMATS for p in make_writer(f, out).managed()]
+
+
+def revalidate(manifest: Manifest, entries: Sequence[ScanEntry], stems: Mapping[str, str],
+               base_classes: Sequence[str]) -> list[str]:
+    """Forget finished images that a fresh run over the current source would write otherwise.
+
+    An image is redone when its source is gone, unreadable or changed (size, modification
+    time), when its output name changed (files were added or removed beside it), or when its
+    class ids would differ because an image that introduced a class is gone.
+
+    Returns:
+        The relative paths forgotten (their files are removed; they are labelled again).
+    """
+    current = {e.rel: e for e in entries if e.problem is None}
+    stale = []
+    for rel, record in manifest.done.items():
+        entry = current.get(rel)
+        if entry is None or stems.get(rel) != record.get("stem"):
+            stale.append(rel)
+            continue
+        stored = record.get("source")
+        try:
+            if stored is not None and _fingerprint(entry.path) != list(stored):
+                stale.append(rel)
+        except OSError:
+            stale.append(rel)
+    forgotten = manifest.forget(stale)
+    while True:  # class ids as a fresh run would give them: first use, in dataset order
+        order = sorted(manifest.done.values(), key=lambda r: sort_key(str(r["rel"])))
+        classes = list(base_classes)
+        for record in order:
+            names = record.get("classes", list(record.get("counts", {})))
+            classes.extend(n for n in names if n not in classes)
+        if classes == manifest.classes:
+            return forgotten
+        moved = [str(r["rel"]) for r in order
+                 if any(n not in manifest.classes or classes.index(n) != manifest.classes.index(n)
+                        for n in r.get("classes", list(r.get("counts", {}))))]
+        forgotten += manifest.forget(moved)
+        if not moved:
+            manifest.reset_classes(classes)
 
 
 def label_folder(
@@ -343,14 +508,41 @@ def label_folder(
         "images": images,
         **(dict(signature) if signature is not None else {"pipeline": repr(pipeline)}),
     }
+    if not Path(source).exists():
+        raise FileNotFoundError(f"image folder or file not found: {source}")
+    check_layout(source, out, writer)
+    if engine is None:
+        load_models(pipeline)  # a model that cannot load stops the run before image one
     start = time.perf_counter()
-    entries = scan_images(source, exclude=[out])
-    manifest = prepare_output(out, writer, run_signature,
-                              classes=[] if ontology is None else ontology.classes,
-                              overwrite=overwrite)
+    nested: list[Path] = []
+    entries = scan_images(source, exclude=[out], datasets=nested)
+    base_classes = [] if ontology is None else ontology.classes
+    if not overwrite and not _only_source_inside(Path(out), source):
+        check_empty(Path(out))  # before the lock, which would leave a folder in there
+    with dataset_lock(out):
+        manifest = prepare_output(out, writer, run_signature, classes=base_classes,
+                                  overwrite=overwrite, source=source)
+        return _label(manifest, writer, entries, nested, base_classes, pipeline, engine,
+                      source=source, out=Path(out), format=format, ontology=ontology,
+                      tag_merge=tag_merge, batch_size=batch_size, decode_workers=decode_workers,
+                      max_pixels=max_pixels, progress=progress, write_behind=write_behind,
+                      start=start)
+
+
+def _label(manifest: Manifest, writer: DatasetWriter, entries: list[ScanEntry], nested: list[Path],
+           base_classes: list[str], pipeline: Pipeline, engine: LabelEngine | None, *,
+           source: str | os.PathLike, out: Path, format: str, ontology: Ontology | None,
+           tag_merge: bool, batch_size: int, decode_workers: int, max_pixels: int, progress: bool,
+           write_behind: bool, start: float) -> Report:
     sink = DatasetSink(writer, manifest)
     report = Report(source=str(source), out=str(out), format=format, images_found=len(entries))
-    stems = output_stems([e.rel for e in entries], reserved=manifest.stems())
+    report.notes.extend(f"not scanned: {p} holds an ovperc dataset (its images are an earlier "
+                        "run's copies)" for p in nested)
+    stems = output_stems([e.rel for e in entries])
+    redone = revalidate(manifest, entries, stems, base_classes)
+    if redone:
+        report.notes.append(f"{len(redone)} images labelled by an earlier run were removed or "
+                            "changed since; their files were removed and they are done again")
     todo = [e for e in entries if e.rel not in manifest.done]
     report.already_done = len(entries) - len(todo)
     recorder = ResultRecorder(sink, report, stems, background=write_behind)
@@ -370,14 +562,49 @@ def label_folder(
         raise
     finally:
         t0 = time.perf_counter()
-        sink.finalize()
+        problem = sink.finalize()
+        if problem is not None:
+            report.notes.append(problem)
         report.add_time("write", time.perf_counter() - t0)
         report.images_done = len(manifest.done)
         report.detections_per_class = sink.counts()
         report.classes = list(manifest.classes)
         report.elapsed_s = time.perf_counter() - start
-        report.save(Path(out) / "report.json")
+        if manifest.claim(out / "report.json"):
+            report.save(out / "report.json")
+        else:
+            logger.warning("report.json not written: %s holds one that ovperc did not write", out)
     return report
+
+
+def load_models(pipeline: Pipeline) -> None:
+    """Load every stage's model now (stages load lazily otherwise), so that a model that
+    cannot load stops a run before its first image rather than failing on each image.
+
+    Example:
+        >>> load_models(Pipeline.from_preset("detect"))  # doctest: +SKIP
+    """
+    for stage in (pipeline.tagger, pipeline.detector, pipeline.segmenter, pipeline.classifier):
+        load = getattr(stage, "load", None)
+        if callable(load):
+            load()
+
+
+def is_fatal(error: BaseException, batch: int = 1) -> bool:
+    """Whether an error in the chain must stop the run rather than skip the image(s).
+
+    Setup errors (a model that is not available, a missing package) always stop it; running
+    out of memory stops it only on a batch of one image (a bigger batch is retried image
+    by image first).
+
+    Example:
+        >>> is_fatal(ValueError("bad image")), is_fatal(MemoryError(), batch=4)
+        (False, False)
+    """
+    out_of_memory = isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
+    if out_of_memory:
+        return batch <= 1
+    return isinstance(error, FATAL_ERRORS)
 
 
 class _Loop:
@@ -387,8 +614,6 @@ class _Loop:
         self.pipeline = pipeline
         self.ontology: Ontology | None = None
         self.tag_merge = False
-        self.succeeded = False
-        self.failures_before_success = 0
 
     def run(self, todo: list[ScanEntry], recorder: ResultRecorder, *, ontology: Ontology | None,
             tag_merge: bool, batch_size: int, decode_workers: int, max_pixels: int,
@@ -445,9 +670,9 @@ class _Loop:
     def _infer(self, arrays: list[np.ndarray], entries: list[ScanEntry]) -> list[Any]:
         try:
             results: list[Any] = self._run(arrays, entries)
-        except FATAL_ERRORS:
-            raise
         except Exception as error:
+            if is_fatal(error, len(arrays)):
+                raise
             if len(arrays) > 1:
                 logger.warning("pipeline failed on a batch (%s); retrying its images one by one",
                                error)
@@ -455,13 +680,8 @@ class _Loop:
                 for array, entry in zip(arrays, entries):
                     results.extend(self._infer([array], [entry]))
                 return results
-            self.failures_before_success += 0 if self.succeeded else 1
-            if self.failures_before_success >= SETUP_FAILURES:
-                # nothing has worked yet: a setup problem, not bad images
-                raise
             logger.warning("pipeline failed on %s: %s", entries[0].rel, error)
             return [error]
-        self.succeeded = True
         return results
 
     def _run(self, arrays: list[np.ndarray], entries: list[ScanEntry]) -> list[Perception]:

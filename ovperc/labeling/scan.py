@@ -2,11 +2,13 @@
 
 Each image gets an output *stem*: the name its annotation files carry in the dataset. Stems
 never collide, even when two subfolders hold the same file name or one folder holds
-``a.jpg`` and ``a.png``.
+``a.jpg`` and ``a.png``, and they are valid names on common file systems (length,
+characters, reserved names).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
@@ -20,6 +22,17 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 _UNSAFE = set('/\\:*?"<>|')
+
+#: the longest stem in UTF-8 bytes: with the longest suffix written (``.jpeg``, ``.tiff``, an
+#: image's own extension up to 10 bytes) and a ``_<n>`` for collisions, a file name stays
+#: under the 255 bytes that ext4, APFS, NTFS and most others allow.
+MAX_STEM_BYTES = 200
+
+#: names Windows refuses for a file whatever its extension.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"{port}{i}" for port in ("com", "lpt") for i in range(1, 10))}
+
+#: the folder that marks an ovperc dataset (its run state); see :mod:`ovperc.labeling.manifest`.
+DATASET_MARKER = (".ovperc", "manifest.json")
 
 
 @dataclass(frozen=True)
@@ -67,14 +80,22 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def scan_images(source: str | os.PathLike, *, exclude: Iterable[str | os.PathLike] = ()) -> list[ScanEntry]:
+def scan_images(source: str | os.PathLike, *, exclude: Iterable[str | os.PathLike] = (),
+                datasets: list[Path] | None = None) -> list[ScanEntry]:
     """All image files under ``source`` (or ``source`` itself when it is a file), sorted.
 
     Folders are followed recursively, symlinked ones too, but each real folder is visited
     once, so a symlink loop ends. Hidden files and folders (names starting with ``.``) and
-    the ``exclude`` folders (e.g. the output dataset inside the source) are left out. A path
-    with an image extension that is not a regular file (a FIFO, a broken link) is listed
-    with its ``problem`` so the report can say why it was skipped.
+    the ``exclude`` folders (e.g. the output dataset inside the source) are left out, and so
+    is every folder that holds an ovperc dataset (a ``.ovperc/manifest.json``): its images
+    are an earlier run's copies, not new photos. A path with an image extension that is not
+    a regular file (a FIFO, a broken link) is listed with its ``problem`` so the report can
+    say why it was skipped.
+
+    Args:
+        source: a folder or one file.
+        exclude: folders to leave out.
+        datasets: if given, the ovperc dataset folders left out are appended to it.
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
@@ -109,6 +130,12 @@ def scan_images(source: str | os.PathLike, *, exclude: Iterable[str | os.PathLik
             dirnames[:] = []
             continue
         visited.add(ident)
+        if here.joinpath(*DATASET_MARKER).is_file():
+            logger.info("not scanning %s: it holds an ovperc dataset", here)
+            if datasets is not None:
+                datasets.append(here)
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         base = here.relative_to(root).as_posix()
         prefix = "" if base == "." else base + "/"
@@ -149,15 +176,29 @@ def _clean_part(text: str) -> str:
     return cleaned or "_"
 
 
+def _fit(base: str, rel: str) -> str:
+    """``base`` cut to :data:`MAX_STEM_BYTES`, ending in a hash of ``rel`` when cut, and not
+    a name Windows reserves."""
+    if base.split(".")[0].casefold() in _RESERVED:
+        base = "_" + base
+    if len(base.encode("utf-8")) <= MAX_STEM_BYTES:
+        return base
+    tag = "~" + hashlib.sha1(rel.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    room = MAX_STEM_BYTES - len(tag)
+    cut = base.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(" .")
+    return cut + tag
+
+
 def output_stems(rels: Iterable[str], reserved: Mapping[str, str] | None = None) -> dict[str, str]:
     """Collision-free output stems for relative image paths.
 
     A file's stem is its relative path without the extension, folders joined by ``__``
-    (``trip/day1/a.jpg`` -> ``trip__day1__a``). When two files would share a stem (compared
-    case-insensitively, as on macOS/Windows file systems) the later one in
-    :func:`sort_key` order gets ``_2``, ``_3``, ... The result depends only on the paths
-    given (and on ``reserved``: stems already used by a previous, interrupted run, which
-    are kept as they are), so a resumed run names every file as the first run did.
+    (``trip/day1/a.jpg`` -> ``trip__day1__a``). Characters file systems refuse become
+    ``_``; a stem longer than :data:`MAX_STEM_BYTES` is cut and ends in ``~`` and a hash of
+    the whole path, so it stays unique and the same on every run. When two files would
+    share a stem (compared case-insensitively, as on macOS/Windows file systems) the later
+    one in :func:`sort_key` order gets ``_2``, ``_3``, ... The result depends only on the
+    paths given (and on ``reserved``: stems to keep as they are).
 
     Example:
         >>> output_stems(["a.jpg", "a.png", "x/a.jpg"])
@@ -172,7 +213,7 @@ def output_stems(rels: Iterable[str], reserved: Mapping[str, str] | None = None)
             continue
         parts = rel.split("/")
         parts[-1] = os.path.splitext(parts[-1])[0]
-        base = "__".join(_clean_part(p) for p in parts)
+        base = _fit("__".join(_clean_part(p) for p in parts), rel)
         stem, n = base, 1
         while stem.casefold() in taken:
             n += 1

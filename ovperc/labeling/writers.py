@@ -31,6 +31,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from ovperc.atomic import atomic_copy, atomic_file, atomic_link, atomic_write_bytes, atomic_write_text
+from ovperc.labeling.manifest import STATE_DIR
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -41,9 +42,6 @@ FormatName = Literal["yolo", "coco", "voc"]
 FORMATS: tuple[str, ...] = ("yolo", "coco", "voc")
 ImageMode = Literal["copy", "hardlink", "symlink", "none"]
 IMAGE_MODES: tuple[str, ...] = ("copy", "hardlink", "symlink", "none")
-
-#: folder (inside the dataset) for run state: manifest, log, COCO per-image parts.
-STATE_DIR = ".ovperc"
 
 
 @dataclass(frozen=True)
@@ -138,6 +136,26 @@ class DatasetWriter:
         """Where an image goes inside the dataset."""
         return self.out / "images" / item.file_name
 
+    def paths(self, item: ImageItem) -> list[Path]:
+        """Every file :meth:`write` writes for one image, in the order it writes them.
+
+        Example:
+            >>> make_writer("yolo", "ds").paths(ImageItem(Path("a.jpg"), "a", ".jpg", 4, 4))
+            [PosixPath('ds/images/a.jpg'), PosixPath('ds/labels/a.txt')]
+        """
+        paths = [] if self.images == "none" else [self.image_path(item)]
+        if self.wants_png:
+            paths.append(self.mask_path(item.stem))
+        return [*paths, self.annotation_path(item.stem)]
+
+    def annotation_path(self, stem: str) -> Path:
+        """Where an image's annotations go (a label file, an XML, a COCO part)."""
+        raise NotImplementedError
+
+    def dataset_files(self) -> list[Path]:
+        """The dataset-wide files :meth:`finalize` writes."""
+        return []
+
     def _write_image(self, item: ImageItem) -> None:
         if self.images == "none":
             return
@@ -165,7 +183,7 @@ class DatasetWriter:
         """Write the dataset-wide files for the images ``stems`` (in dataset order)."""
 
     def managed(self) -> list[Path]:
-        """Every path this writer may create (removed by ``--overwrite``)."""
+        """The folders and dataset-wide files this writer writes (where a SOURCE must not be)."""
         return [self.out / "images", self.out / "masks"]
 
 
@@ -183,6 +201,11 @@ class YoloWriter(DatasetWriter):
     def label_path(self, stem: str) -> Path:
         """Where an image's label file goes."""
         return self.out / "labels" / f"{stem}.txt"
+
+    annotation_path = label_path
+
+    def dataset_files(self) -> list[Path]:
+        return [self.out / "data.yaml"]
 
     def _write_annotations(self, item: ImageItem, detections: sv.Detections, classes: list[str]) -> None:
         lines = yolo_lines(detections, (item.height, item.width), masks=self.masks)
@@ -279,6 +302,11 @@ class CocoWriter(DatasetWriter):
     def part_path(self, stem: str) -> Path:
         """Where one image's COCO part is kept until the final file is assembled."""
         return self.out / STATE_DIR / "coco" / f"{stem}.json"
+
+    annotation_path = part_path
+
+    def dataset_files(self) -> list[Path]:
+        return [self.out / "annotations.json"]
 
     def _write_annotations(self, item: ImageItem, detections: sv.Detections, classes: list[str]) -> None:
         part = {
@@ -387,6 +415,11 @@ class VocWriter(DatasetWriter):
     def xml_path(self, stem: str) -> Path:
         """Where an image's XML goes."""
         return self.out / "annotations" / f"{stem}.xml"
+
+    annotation_path = xml_path
+
+    def dataset_files(self) -> list[Path]:
+        return [self.out / "labels.txt"]
 
     def _write_annotations(self, item: ImageItem, detections: sv.Detections, classes: list[str]) -> None:
         xml = voc_xml(item, detections, classes)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import supervision as sv
+from PIL import Image
 
 from ovperc import Pipeline, load_image
 from ovperc.labeling import runner
@@ -182,23 +183,45 @@ def test_pipeline_failure_skips_only_that_image(tmp_path: Path) -> None:
     assert all("pipeline failed" in s["reason"] for s in report.skipped)
 
 
-def test_setup_errors_stop_the_run(tmp_path: Path) -> None:
+def test_setup_errors_stop_the_run_before_the_first_image(tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_good_folder(src, 4)
+
     class Broken(FakeDetector):
-        def detect(self, images, prompts):
+        def load(self):
             raise RuntimeError("weights do not fit the model")
 
+    detector = Broken()
     with pytest.raises(RuntimeError, match="weights"):
-        label_folder(Pipeline(detector=Broken()), src, tmp_path / "o1",
+        label_folder(Pipeline(detector=detector), src, tmp_path / "o1",
                      classes="cat", batch_size=1, progress=False)
-    saved = json.loads((tmp_path / "o1" / "report.json").read_text())
-    assert saved["exit_code"] == 2 and "weights" in saved["error"]
+    assert detector.calls == 0 and not (tmp_path / "o1").exists()
     with pytest.raises(ValueError, match="segmenter"):
         label_folder(Pipeline(detector=FakeDetector()), src, tmp_path / "o2", classes="cat",
                      masks=True, progress=False)
     with pytest.raises(ValueError, match="tagger"):
         label_folder(Pipeline(detector=FakeDetector()), src, tmp_path / "o3", progress=False)
+
+
+def test_failing_on_the_first_images_never_ends_the_run(tmp_path: Path) -> None:
+    """Three thin images before the first good one used to count as a setup failure."""
+    src = tmp_path / "src"
+    make_good_folder(src, 4)
+    for i in range(3):
+        np.random.seed(i)
+        Image.fromarray(np.zeros((3, 900, 3), np.uint8)).save(src / f"a{i}_thin.png")
+
+    class ThinFails(FakeDetector):
+        def detect(self, images, prompts):
+            if any(image.shape[0] < 8 for image in images):
+                raise ValueError("image too thin for the detector")
+            return super().detect(images, prompts)
+
+    report = label_folder(Pipeline(detector=ThinFails()), src, tmp_path / "out", classes="cat",
+                          batch_size=1, progress=False)
+    assert report.exit_code == 1 and report.images_done == 4
+    assert sorted(s["path"] for s in report.skipped) == [f"a{i}_thin.png" for i in range(3)]
+    assert all("too thin" in s["reason"] for s in report.skipped)
 
 
 def test_prompts_of_one_class_share_its_id(tmp_path: Path) -> None:
