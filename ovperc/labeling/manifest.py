@@ -122,8 +122,9 @@ class Manifest:
             manifest = cls(root, signature, list(stored.get("classes") or []), {},
                            stored.get("files") or [])
             manifest.done = dict(manifest._read_log())
-            manifest._clear_pending()
-            manifest._remove_temporaries()
+            pending = _read_pending(manifest.pending_path)
+            manifest._remove_temporaries([f for entry in pending for f in entry["files"]])
+            manifest._clear_pending(pending)
             logger.info("resuming %s: %d images already done", root, len(manifest.done))
             return manifest
         if require_empty:
@@ -262,8 +263,8 @@ class Manifest:
         return {rel: str(r["stem"]) for rel, r in self.done.items()}
 
     # ------------------------------------------------------------------ cleanup
-    def _clear_pending(self) -> None:
-        for entry in _read_pending(self.pending_path):
+    def _clear_pending(self, pending: list[dict[str, Any]]) -> None:
+        for entry in pending:
             if entry["rel"] not in self.done:
                 removed = _remove_files(self.root, entry["files"])
                 if removed:
@@ -271,8 +272,8 @@ class Manifest:
                                 removed, entry["rel"])
         self.pending_path.unlink(missing_ok=True)
 
-    def _remove_temporaries(self) -> None:
-        recorded = [*self.files, *(f for r in self.done.values() for f in r.get("files", ()))]
+    def _remove_temporaries(self, pending: list[str]) -> None:
+        recorded = [*self.files, *pending, *(f for r in self.done.values() for f in r.get("files", ()))]
         recorded += [_relative(self.root, p) or "" for p in (self.manifest_path, self.log_path,
                                                             self.pending_path)]
         _remove_temporaries_of(self.root, recorded)

@@ -225,3 +225,19 @@ def test_label_writes_behind_the_models_only_on_a_gpu(
     code = main(["label", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--classes", "cat",
                  "--detector", str(tiny_grounding_dino), "--device", "cpu", "--no-progress"])
     assert code == 0 and seen["write_behind"] is write_behind
+
+
+def test_overwrite_into_the_source_folder_is_refused_and_loses_nothing(
+        tmp_path: Path, tiny_grounding_dino: Path, capsys: pytest.CaptureFixture) -> None:
+    """`ovperc label data/images --out data --overwrite` once deleted the user's photos."""
+    photos = tmp_path / "data" / "images"
+    _images(photos, 2)
+    before = {p: p.read_bytes() for p in photos.rglob("*")}
+    args = ["label", str(photos), "--out", str(tmp_path / "data"), "--classes", "cat",
+            "--no-progress", "--detector", str(tiny_grounding_dino), "--device", "cpu"]
+    for extra in ([], ["--overwrite"]):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "where ovperc writes" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in photos.rglob("*")} == before
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["images"]
