@@ -78,7 +78,8 @@ def add_parser(subparsers: Any) -> None:
                           "or none (annotations only)")
     out.add_argument("--overwrite", action="store_true",
                      help="discard a previous run in --out made with other settings (classes, "
-                          "models, thresholds, format) and start over; other files are kept")
+                          "models, thresholds, format) and start over: only the files its manifest "
+                          "recorded are removed, never SOURCE or files ovperc did not write")
     out.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                      help=f"skip images declaring more pixels than N (default {DEFAULT_MAX_PIXELS:,})")
     out.add_argument("--no-progress", action="store_true",
