@@ -80,6 +80,15 @@ def add_parser(subparsers: Any) -> None:
                      help="discard a previous run in --out made with other settings (classes, "
                           "models, thresholds, format) and start over: only the files its manifest "
                           "recorded are removed, never SOURCE or files ovperc did not write")
+    out.add_argument("--val-split", type=_fraction, default=0.0, metavar="F",
+                     help="hold out about this fraction of the images as a validation split "
+                          "(YOLO images/{train,val}, COCO annotations_{train,val}.json, VOC "
+                          "ImageSets/Main/{train,val}.txt); which image goes where depends only "
+                          "on its path, so reruns and resumes keep it (default 0: no split)")
+    out.add_argument("--val-from", type=Path, metavar="DIR",
+                     help="validate on this hand-labelled dataset instead: data.yaml's val points "
+                          "at its images, its classes are the run's, and SOURCE images identical to "
+                          "one of its images are not labelled")
     out.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                      help=f"skip images declaring more pixels than N (default {DEFAULT_MAX_PIXELS:,})")
     out.add_argument("--no-progress", action="store_true",
@@ -148,6 +157,11 @@ def run_label(args: argparse.Namespace) -> int:
     masks = bool(args.masks or args.mask_png)
     try:
         ontology = ontology_from_args(args)
+        if ontology is None and args.val_from is not None:
+            from ovperc.labeling.runner import hand_validation_set
+            from ovperc.ontology import Ontology
+
+            ontology = Ontology(hand_validation_set(args.val_from, args.format).classes)
         tags = ontology is None or args.tag_merge
         preset = choose_preset(args, masks=masks, tags=tags)
         pipeline = build_pipeline(args, preset=preset)
@@ -173,6 +187,7 @@ def run_label(args: argparse.Namespace) -> int:
             progress=not args.no_progress, engine=engine,
             # a GPU leaves the CPU free to write while it runs the next batch
             write_behind=engine is None and resolve_device(args.device).type != "cpu",
+            val_split=args.val_split, val_from=args.val_from,
         )
     except ManifestMismatchError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -190,6 +205,17 @@ def run_label(args: argparse.Namespace) -> int:
     if report.interrupted:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
     return report.exit_code
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.1, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
 
 
 def _interrupt(signum: int, frame: object) -> None:

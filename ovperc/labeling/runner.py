@@ -17,6 +17,7 @@ So a batch's images depend only on the folder, never on timing.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,7 +36,7 @@ from ovperc.image import DEFAULT_MAX_PIXELS, ImageError
 from ovperc.labeling.lock import dataset_lock
 from ovperc.labeling.manifest import STATE_DIR, Manifest, check_empty, discard, read_stored
 from ovperc.labeling.report import Report
-from ovperc.labeling.scan import ScanEntry, output_stems, scan_images, sort_key
+from ovperc.labeling.scan import ScanEntry, is_image_name, output_stems, scan_images, sort_key
 from ovperc.labeling.writers import DatasetWriter, ImageItem, ImageMode, make_writer
 from ovperc.ontology import ClassesLike, Ontology
 from ovperc.prefetch import decode_images
@@ -69,9 +71,10 @@ class DatasetSink:
         >>> sink.finalize()  # doctest: +SKIP
     """
 
-    def __init__(self, writer: DatasetWriter, manifest: Manifest) -> None:
+    def __init__(self, writer: DatasetWriter, manifest: Manifest, val_split: float = 0.0) -> None:
         self.writer = writer
         self.manifest = manifest
+        self.val_split = val_split
 
     def dataset_ids(self, detections: sv.Detections, names: Sequence[str]) -> sv.Detections:
         """Detections with ``class_id`` set to the dataset's ids for their class ``names``.
@@ -105,7 +108,8 @@ class DatasetSink:
         planned, skipped = [], []
         for entry, stem, result in items:
             width, height = result.image_size
-            item = ImageItem(entry.path, stem, entry.suffix, width, height)
+            split = split_of(entry.rel, self.val_split) if self.val_split > 0 else ""
+            item = ImageItem(entry.path, stem, entry.suffix, width, height, split)
             paths = self.writer.paths(item)
             foreign = next((p for p in paths if p.exists() or p.is_symlink()), None)
             if foreign is not None:
@@ -130,7 +134,7 @@ class DatasetSink:
                 continue
             records.append({"rel": entry.rel, "stem": item.stem, "counts": dict(Counter(names)),
                             "classes": list(dict.fromkeys(names)), "files": files,
-                            "source": fingerprint})
+                            "source": fingerprint, **({"split": item.split} if item.split else {})})
         self.manifest.record(records)
         return records, skipped
 
@@ -140,12 +144,13 @@ class DatasetSink:
         Returns:
             Why they were not written (a file ovperc did not write is in the way), or ``None``.
         """
-        blocked = [p for p in self.writer.dataset_files() if not self.manifest.claim(p)]
+        done = sorted(self.manifest.done.values(), key=lambda r: sort_key(str(r["rel"])))
+        splits = [str(r.get("split", "")) for r in done]
+        blocked = [p for p in self.writer.dataset_files(splits) if not self.manifest.claim(p)]
         if blocked:
             return (f"{', '.join(map(str, blocked))} not written: ovperc did not write the file "
                     "there, so it is left alone")
-        done = sorted(self.manifest.done.values(), key=lambda r: sort_key(str(r["rel"])))
-        self.writer.finalize(self.manifest.classes, [str(r["stem"]) for r in done])
+        self.writer.finalize(self.manifest.classes, [str(r["stem"]) for r in done], splits)
         return None
 
     def counts(self) -> dict[str, int]:
@@ -154,6 +159,18 @@ class DatasetSink:
         for record in self.manifest.done.values():
             total.update(record.get("counts", {}))
         return {name: total[name] for name in self.manifest.classes if total[name]}
+
+
+def split_of(rel: str, val_fraction: float) -> str:
+    """``"val"`` for about ``val_fraction`` of images, else ``"train"``: decided by a hash of
+    the image's relative path alone, so it never changes between runs or machines.
+
+    Example:
+        >>> split_of("cam_a/img_001.jpg", 0.0), split_of("cam_a/img_001.jpg", 1.0)
+        ('train', 'val')
+    """
+    digest = hashlib.sha256(rel.encode("utf-8", "surrogatepass")).digest()
+    return "val" if int.from_bytes(digest[:8], "big") < val_fraction * 2**64 else "train"
 
 
 def _fingerprint(path: Path) -> list[int]:
@@ -443,6 +460,8 @@ def label_folder(
     durable: bool = True,
     engine: LabelEngine | None = None,
     write_behind: bool = False,
+    val_split: float = 0.0,
+    val_from: str | os.PathLike | None = None,
 ) -> Report:
     """Label every image under ``source`` into a dataset in ``out``; resumable.
 
@@ -477,6 +496,13 @@ def label_folder(
         write_behind: write each batch on a background thread while the models run the
             next one. Worth it when they run on a GPU; on a CPU the writer takes cores from
             the models (measured slower on 2 cores), so the default is off.
+        val_split: hold out about this fraction of the images as a validation split
+            (``train``/``val``, decided by a hash of each image's relative path, so the same
+            on every run).
+        val_from: a hand-labelled dataset (any format ovperc reads) that is the validation
+            set: YOLO's ``data.yaml`` points ``val`` at it, its classes become the run's
+            (or must equal the given ones), and SOURCE images identical to one of its images
+            are left out, so no auto-labelled image is ever validated on.
 
     Returns:
         The :class:`Report`, also saved as ``out/report.json``.
@@ -495,10 +521,26 @@ def label_folder(
     if masks and pipeline.segmenter is None:
         raise ValueError("masks=True needs a pipeline with a segmenter (e.g. preset 'detect+segment')")
     ontology = None if classes is None else Ontology.from_any(classes)
+    if not 0.0 <= val_split < 1.0:
+        raise ValueError(f"val_split must be in [0, 1), got {val_split}")
+    hand = None
+    if val_from is not None:
+        if val_split > 0:
+            raise ValueError("give either val_split (hold out auto-labelled images) or val_from "
+                             "(validate on hand labels), not both")
+        hand = hand_validation_set(val_from, format)
+        if ontology is None:
+            ontology = Ontology(hand.classes)
+            logger.info("classes from the hand-labelled validation set: %s", ", ".join(hand.classes))
+        elif ontology.classes != hand.classes:
+            raise ValueError(f"the classes {ontology.classes} differ from the hand-labelled validation "
+                             f"set's {hand.classes} (in {val_from}); give them in that order, or "
+                             "leave out --classes to use them")
     if ontology is None and pipeline.tagger is None:
         raise ValueError("no classes given and the pipeline has no tagger to find any; "
                          "pass classes or use a preset with a tagger")
-    writer = make_writer(format, out, masks=masks, mask_png=mask_png, images=images, durable=durable)
+    writer = make_writer(format, out, masks=masks, mask_png=mask_png, images=images, durable=durable,
+                         val_from=None if hand is None else hand.images_dir)
     run_signature = {
         "classes": None if ontology is None else ontology.to_dict(),
         "tag_merge": bool(tag_merge),
@@ -506,6 +548,8 @@ def label_folder(
         "masks": bool(masks),
         "mask_png": bool(mask_png),
         "images": images,
+        **({"val_split": val_split} if val_split else {}),
+        **({"val_from": str(hand.images_dir)} if hand is not None else {}),
         **(dict(signature) if signature is not None else {"pipeline": repr(pipeline)}),
     }
     if not Path(source).exists():
@@ -516,6 +560,8 @@ def label_folder(
     start = time.perf_counter()
     nested: list[Path] = []
     entries = scan_images(source, exclude=[out], datasets=nested)
+    held_out = [] if hand is None else hand.members(entries)
+    entries = [e for e in entries if e.rel not in set(held_out)]
     base_classes = [] if ontology is None else ontology.classes
     if not overwrite and not _only_source_inside(Path(out), source):
         check_empty(Path(out))  # before the lock, which would leave a folder in there
@@ -526,18 +572,22 @@ def label_folder(
                       source=source, out=Path(out), format=format, ontology=ontology,
                       tag_merge=tag_merge, batch_size=batch_size, decode_workers=decode_workers,
                       max_pixels=max_pixels, progress=progress, write_behind=write_behind,
-                      start=start)
+                      start=start, val_split=val_split, held_out=held_out)
 
 
 def _label(manifest: Manifest, writer: DatasetWriter, entries: list[ScanEntry], nested: list[Path],
            base_classes: list[str], pipeline: Pipeline, engine: LabelEngine | None, *,
            source: str | os.PathLike, out: Path, format: str, ontology: Ontology | None,
            tag_merge: bool, batch_size: int, decode_workers: int, max_pixels: int, progress: bool,
-           write_behind: bool, start: float) -> Report:
-    sink = DatasetSink(writer, manifest)
+           write_behind: bool, start: float, val_split: float, held_out: list[str]) -> Report:
+    sink = DatasetSink(writer, manifest, val_split)
     report = Report(source=str(source), out=str(out), format=format, images_found=len(entries))
     report.notes.extend(f"not scanned: {p} holds an ovperc dataset (its images are an earlier "
                         "run's copies)" for p in nested)
+    if held_out:
+        report.notes.append(f"{len(held_out)} images of SOURCE are in the hand-labelled validation "
+                            f"set and were not labelled: {', '.join(held_out[:5])}"
+                            + (" ..." if len(held_out) > 5 else ""))
     stems = output_stems([e.rel for e in entries])
     redone = revalidate(manifest, entries, stems, base_classes)
     if redone:
@@ -575,6 +625,73 @@ def _label(manifest: Manifest, writer: DatasetWriter, entries: list[ScanEntry], 
         else:
             logger.warning("report.json not written: %s holds one that ovperc did not write", out)
     return report
+
+
+@dataclass(frozen=True)
+class HandValidationSet:
+    """A hand-labelled dataset used as the validation set of an auto-labelled one.
+
+    Attributes:
+        root: the dataset folder.
+        classes: its class names, by id.
+        images_dir: the folder of its (validation) images.
+        images: every image file in it.
+    """
+
+    root: Path
+    classes: list[str]
+    images_dir: Path
+    images: list[Path]
+
+    def members(self, entries: Sequence[ScanEntry]) -> list[str]:
+        """The relative paths of ``entries`` whose bytes equal one of this set's images.
+
+        Only files of a size some validation image has are read and hashed.
+        """
+        by_size: dict[int, set[str]] = {}
+        for path in self.images:
+            by_size.setdefault(path.stat().st_size, set()).add(_sha1(path))
+        found = []
+        for entry in entries:
+            try:
+                hashes = by_size.get(entry.path.stat().st_size)
+                if hashes and _sha1(entry.path) in hashes:
+                    found.append(entry.rel)
+            except OSError:
+                continue
+        return found
+
+
+def hand_validation_set(root: str | os.PathLike, format: str) -> HandValidationSet:
+    """Open a hand-labelled dataset as a validation set (its ``val``/``valid`` split when it
+    has several).
+
+    Raises:
+        ValueError: ``root`` is not a readable dataset.
+
+    Example:
+        >>> hand_validation_set("hand-labelled/", "yolo").classes  # doctest: +SKIP
+        ['cat', 'dog']
+    """
+    from ovperc.datasets.io import DatasetError, load_dataset
+
+    try:
+        dataset = load_dataset(root)
+    except DatasetError as error:
+        raise ValueError(f"--val-from: {error}") from error
+    splits = {split.name: split for split in dataset.splits}
+    split = next((splits[n] for n in ("val", "valid", "validation") if n in splits), dataset.splits[0])
+    images = [p for p in sorted(split.images_dir.rglob("*")) if p.is_file() and is_image_name(p.name)]
+    return HandValidationSet(Path(root), list(dataset.classes), Path(os.path.abspath(split.images_dir)),
+                             images)
+
+
+def _sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_models(pipeline: Pipeline) -> None:

@@ -74,9 +74,9 @@ def test_kill_at_any_rename_then_rerun_equals_a_fresh_run(tmp_path: Path, fmt: s
 
 
 def test_tag_classes_stay_exact_when_an_image_that_added_a_class_is_gone(tmp_path: Path) -> None:
-    from tests.labeling.fakes import FakeDetector, FakeTagger
     from ovperc import Pipeline
     from ovperc.labeling import runner
+    from tests.labeling.fakes import FakeDetector, FakeTagger
 
     src = tmp_path / "src"
     make_good_folder(src, 4)

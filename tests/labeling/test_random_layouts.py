@@ -46,7 +46,7 @@ def _random_file(rng: random.Random) -> tuple[str, bytes]:
         return ".png", _png(array, "P")
     if kind == "gray16":
         buffer = io.BytesIO()
-        Image.fromarray((array[..., 0].astype(np.uint16) * 257)).save(buffer, format="PNG")
+        Image.fromarray(array[..., 0].astype(np.uint16) * 257).save(buffer, format="PNG")
         return ".png", buffer.getvalue()
     if kind == "tiny":
         return ".png", _png(array[:1, :1])
