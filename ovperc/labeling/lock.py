@@ -14,6 +14,17 @@ class DatasetBusyError(ManifestMismatchError):
     """Another ovperc run is writing to the same dataset folder."""
 
 
+def check_unlocked(out: str | os.PathLike) -> None:
+    """Refuse early when another run holds ``out`` (creates nothing; see :func:`dataset_lock`).
+
+    Raises:
+        DatasetBusyError: another run holds the folder.
+    """
+    if (Path(out) / STATE_DIR / "lock").is_file():
+        with dataset_lock(out):
+            pass
+
+
 @contextlib.contextmanager
 def dataset_lock(out: str | os.PathLike) -> Iterator[None]:
     """Hold ``<out>/.ovperc/lock`` for the duration of a run.

@@ -293,6 +293,18 @@ def check_empty(root: Path) -> None:
         )
 
 
+def check_resumable(root: Path, signature: Mapping[str, Any]) -> None:
+    """Refuse early (before any model loads) a run whose settings differ from the run in ``root``.
+
+    Raises:
+        ManifestMismatchError: ``root`` holds a run with another signature.
+    """
+    stored = read_stored(root)
+    wanted = json.loads(json.dumps(dict(signature)))
+    if stored is not None and stored.get("signature") != wanted:
+        raise ManifestMismatchError(_mismatch_message(root, stored.get("signature") or {}, wanted))
+
+
 def read_stored(root: Path) -> dict[str, Any] | None:
     """The stored ``manifest.json`` of a dataset folder, or ``None`` when there is none."""
     path = root / STATE_DIR / "manifest.json"

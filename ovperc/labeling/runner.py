@@ -33,8 +33,8 @@ import numpy as np
 
 from ovperc.hub import ModelNotAvailableError
 from ovperc.image import DEFAULT_MAX_PIXELS, ImageError
-from ovperc.labeling.lock import dataset_lock
-from ovperc.labeling.manifest import STATE_DIR, Manifest, check_empty, discard, read_stored
+from ovperc.labeling.lock import check_unlocked, dataset_lock
+from ovperc.labeling.manifest import STATE_DIR, Manifest, check_empty, check_resumable, discard, read_stored
 from ovperc.labeling.report import Report
 from ovperc.labeling.scan import ScanEntry, is_image_name, output_stems, scan_images, sort_key
 from ovperc.labeling.writers import DatasetWriter, ImageItem, ImageMode, make_writer
@@ -355,6 +355,8 @@ def check_layout(source: str | os.PathLike, out: str | os.PathLike, writer: Data
         Traceback (most recent call last):
         ValueError: SOURCE data/images is inside data/images, ...
     """
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; choose a folder for the dataset")
     src, dst = Path(os.path.abspath(source)), Path(os.path.abspath(out))
     real_src, real_dst = Path(os.path.realpath(source)), Path(os.path.realpath(out))
     if src == dst or real_src == real_dst:
@@ -555,6 +557,11 @@ def label_folder(
     if not Path(source).exists():
         raise FileNotFoundError(f"image folder or file not found: {source}")
     check_layout(source, out, writer)
+    if not overwrite:  # settings first: nothing is created and no model loads before these pass
+        check_resumable(Path(out), run_signature)
+        if not _only_source_inside(Path(out), source):
+            check_empty(Path(out))
+    check_unlocked(out)
     if engine is None:
         load_models(pipeline)  # a model that cannot load stops the run before image one
     start = time.perf_counter()
@@ -563,8 +570,6 @@ def label_folder(
     held_out = [] if hand is None else hand.members(entries)
     entries = [e for e in entries if e.rel not in set(held_out)]
     base_classes = [] if ontology is None else ontology.classes
-    if not overwrite and not _only_source_inside(Path(out), source):
-        check_empty(Path(out))  # before the lock, which would leave a folder in there
     with dataset_lock(out):
         manifest = prepare_output(out, writer, run_signature, classes=base_classes,
                                   overwrite=overwrite, source=source)

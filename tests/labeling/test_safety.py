@@ -185,7 +185,33 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_pa
     make_good_folder(tmp_path / "src", 2)
     out = tmp_path / "out"
     label(tmp_path / "src", out)
+    loads = []
+
+    class Counting(FakeDetector):
+        def load(self):
+            loads.append(1)
+
     with dataset_lock(out):
         with pytest.raises(DatasetBusyError, match=f"process {os.getpid()}"):
-            label(tmp_path / "src", out)
+            runner.label_folder(Pipeline(detector=Counting()), tmp_path / "src", out, classes="cat, dog",
+                                signature={"models": "fake"}, progress=False)
+    assert loads == []  # refused before any model loads
     assert label(tmp_path / "src", out).exit_code == 0  # released: not stuck
+
+
+def test_a_file_as_out_and_changed_settings_are_refused_before_models_load(tmp_path: Path) -> None:
+    make_good_folder(tmp_path / "src", 2)
+    loads = []
+
+    class Counting(FakeDetector):
+        def load(self):
+            loads.append(1)
+
+    (tmp_path / "afile").write_text("x")
+    label(tmp_path / "src", tmp_path / "out")
+    for out, classes, match in ((tmp_path / "afile", "cat", "is a file"),
+                                (tmp_path / "out", "bird", "other settings")):
+        with pytest.raises(ValueError, match=match):
+            runner.label_folder(Pipeline(detector=Counting()), tmp_path / "src", out, classes=classes,
+                                signature={"models": "fake"}, progress=False)
+    assert loads == []
