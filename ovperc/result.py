@@ -64,7 +64,7 @@ class Perception:
         Example:
             >>> json.dumps(result.to_dict())  # doctest: +SKIP
         """
-        import supervision as sv
+        from ovperc.masks import mask_to_coco_rle
 
         det = self.detections
         width, height = self.image_size
@@ -78,10 +78,7 @@ class Perception:
             for key, values in det.data.items():
                 box[key] = _jsonable(values[i])
             if det.mask is not None:
-                box["mask"] = {
-                    "size": [height, width],
-                    "counts": sv.mask_to_rle(det.mask[i], compressed=True),
-                }
+                box["mask"] = mask_to_coco_rle(det.mask[i])
             boxes.append(box)
         return {
             "source": self.source,

@@ -26,6 +26,7 @@ import numpy as np
 
 from ovperc.atomic import atomic_file
 from ovperc.datasets.io import LabeledImage, load_dataset
+from ovperc.masks import POLYGON_MAX_EXACT, mask_polygons  # noqa: F401  (POLYGON_MAX_EXACT: documented here)
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -40,7 +41,6 @@ SCHEMA_PATH = Path(__file__).with_name("label_studio_schema.json")
 #: share of points removed (Ramer-Douglas-Peucker) from outlines longer than
 #: :data:`POLYGON_MAX_EXACT` points, so reviewers get editable polygons.
 POLYGON_APPROXIMATION = 0.5
-POLYGON_MAX_EXACT = 40
 
 
 def load_schema() -> dict[str, Any]:
@@ -72,30 +72,6 @@ def _pct(value: float, total: int) -> float:
     return round(min(max(float(value) / total * 100.0, 0.0), 100.0), 4)
 
 
-def mask_polygons(mask: np.ndarray, approximation: float = POLYGON_APPROXIMATION) -> list[np.ndarray]:
-    """Outer outlines of a mask's pieces as ``(N, 2)`` pixel polygons, longest first.
-
-    Outlines longer than :data:`POLYGON_MAX_EXACT` points lose ``approximation`` of them
-    (supervision's ``approximate_polygon``).
-
-    Example:
-        >>> m = np.zeros((10, 10), bool); m[2:8, 2:8] = True
-        >>> len(mask_polygons(m))
-        1
-    """
-    import supervision as sv
-
-    if not mask.any():
-        return []
-    polygons = sv.mask_to_polygons(mask.astype(bool))
-    if approximation > 0:
-        polygons = [sv.approximate_polygon(p, percentage=approximation) if len(p) > POLYGON_MAX_EXACT else p
-                    for p in polygons]
-    polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons]
-    polygons = [p for p in polygons if len(p) >= 3]
-    return sorted(polygons, key=lambda p: -len(p))
-
-
 def regions(detections: sv.Detections, width: int, height: int, *, masks: bool = True) -> list[dict]:
     """Label Studio result regions for one image's detections.
 
@@ -124,7 +100,7 @@ def regions(detections: sv.Detections, width: int, height: int, *, masks: bool =
             **common,
         })
         if masks and detections.mask is not None:
-            for k, polygon in enumerate(mask_polygons(detections.mask[i])):
+            for k, polygon in enumerate(mask_polygons(detections.mask[i], POLYGON_APPROXIMATION)):
                 points = [[_pct(px, width), _pct(py, height)] for px, py in polygon]
                 out.append({
                     "id": f"r{i}p{k}", "from_name": POLYGON_NAME, "to_name": IMAGE_NAME,

@@ -6,7 +6,7 @@ an actor pool runs the chain (:mod:`~ovperc.labeling.ray_worker`); every actor b
 pipeline once, from a picklable factory (never a pickled model), and returns each image's
 result in a compact form (arrays, masks as COCO RLE). This process puts the rows back in
 dataset order and writes them through the same
-:class:`~ovperc.labeling.runner.ResultRecorder` as the local engine, so both engines write
+:class:`~ovperc.labeling.sink.ResultRecorder` as the local engine, so both engines write
 the same bytes, the manifest records each image once, and a run
 started on one engine resumes on the other.
 
@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ovperc.labeling.ray_worker import Failure, Labeler, Outcome, decode_row
-from ovperc.labeling.runner import FATAL_ERRORS, ResultRecorder, plan_batches
+from ovperc.labeling.runner import FATAL_ERRORS, plan_batches
 from ovperc.labeling.scan import ScanEntry
+from ovperc.labeling.sink import ResultRecorder
 
 if TYPE_CHECKING:
     from ovperc.ontology import Ontology

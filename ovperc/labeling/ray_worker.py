@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ovperc.image import ImageError
-from ovperc.labeling.runner import _class_names, is_fatal, load_models
+from ovperc.labeling.runner import is_fatal, load_models
+from ovperc.labeling.sink import _class_names
+from ovperc.masks import coco_rle_to_mask, mask_to_coco_rle
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -62,9 +64,7 @@ class CompactResult:
         det = result.detections
         masks = None
         if det.mask is not None:
-            from pycocotools import mask as coco_mask
-
-            masks = [coco_mask.encode(np.asfortranarray(m.astype(np.uint8))) for m in det.mask]
+            masks = [mask_to_coco_rle(m) for m in det.mask]  # masks cross the Ray boundary as RLE
         return cls(
             image_size=(int(result.image_size[0]), int(result.image_size[1])),
             xyxy=np.asarray(det.xyxy),
@@ -82,9 +82,7 @@ class CompactResult:
         if self.masks is not None:
             width, height = self.image_size
             if self.masks:
-                from pycocotools import mask as coco_mask
-
-                mask = np.stack([coco_mask.decode(r).astype(bool) for r in self.masks])
+                mask = np.stack([coco_rle_to_mask(r) for r in self.masks])
             else:
                 mask = np.zeros((0, height, width), dtype=bool)
         n = len(self.names)

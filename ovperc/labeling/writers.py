@@ -26,7 +26,6 @@ Per-box lines come from supervision's per-object helpers (``object_to_yolo``,
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ import numpy as np
 
 from ovperc.atomic import atomic_copy, atomic_file, atomic_link, atomic_write_bytes, atomic_write_text
 from ovperc.labeling.manifest import STATE_DIR
+from ovperc.masks import encode_instance_png, mask_polygon, mask_to_coco_rle
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -293,46 +293,6 @@ def yolo_lines(detections: sv.Detections, image_hw: tuple[int, int], *, masks: b
     return lines
 
 
-def mask_polygon(mask: np.ndarray, approximation: float = 0.5) -> np.ndarray | None:
-    """A mask's outline as one ``(N, 2)`` polygon, or ``None`` for an empty mask.
-
-    Pieces are joined to the largest one, and holes to their outline, by zero-width seams
-    (the path goes out to the piece and back the same way), so filling the polygon gives
-    the mask back, up to the outline's simplification.
-
-    Example:
-        >>> m = np.zeros((8, 8), bool); m[2:6, 2:6] = True
-        >>> mask_polygon(m).shape[1]
-        2
-    """
-    from supervision.dataset.utils import approximate_mask_with_polygons
-
-    if not mask.any():
-        return None
-    try:
-        polygons = approximate_mask_with_polygons(
-            mask=mask, approximation_percentage=approximation, bridge_holes=True)
-    except ValueError:
-        polygons = approximate_mask_with_polygons(mask=mask, approximation_percentage=approximation)
-    polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons]
-    polygons = [p for p in polygons if len(p) >= 3]
-    if not polygons:
-        return None
-    polygons.sort(key=lambda p: -_polygon_area(p))
-    joined = polygons[0]
-    for piece in polygons[1:]:
-        dist = ((joined[:, None, :] - piece[None, :, :]) ** 2).sum(-1)
-        a, b = np.unravel_index(int(np.argmin(dist)), dist.shape)
-        detour = np.concatenate([piece[b:], piece[: b + 1], joined[a : a + 1]])
-        joined = np.concatenate([joined[: a + 1], detour, joined[a + 1 :]])
-    return joined
-
-
-def _polygon_area(points: np.ndarray) -> float:
-    x, y = points[:, 0], points[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
-
-
 # ---------------------------------------------------------------------------------- COCO
 class CocoWriter(DatasetWriter):
     """COCO: boxes, masks as compressed RLE (``iscrowd: 0``), a ``score`` per annotation.
@@ -437,19 +397,6 @@ def coco_annotations(detections: sv.Detections, *, masks: bool) -> list[dict]:
     return out
 
 
-def mask_to_coco_rle(mask: np.ndarray) -> dict:
-    """A bool mask as COCO compressed RLE: ``{"size": [h, w], "counts": str}``.
-
-    Example:
-        >>> mask_to_coco_rle(np.ones((2, 3), bool))
-        {'size': [2, 3], 'counts': '06'}
-    """
-    from pycocotools import mask as coco_mask
-
-    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def _dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -526,44 +473,6 @@ def voc_xml(item: ImageItem, detections: sv.Detections, classes: list[str]) -> s
         root.append(obj)
     ElementTree.indent(root, space="  ")
     return ElementTree.tostring(root, encoding="unicode") + "\n"
-
-
-# ---------------------------------------------------------------------------------- masks
-def encode_instance_png(masks: np.ndarray, image_hw: tuple[int, int]) -> bytes:
-    """An instance-id PNG: 0 is background, k the k-th mask (later masks drawn on top).
-
-    8-bit for up to 255 instances, 16-bit beyond.
-
-    Example:
-        >>> png = encode_instance_png(np.ones((1, 4, 4), bool), (4, 4))
-        >>> png[:4]
-        b'\\x89PNG'
-    """
-    from PIL import Image
-
-    n = len(masks)
-    dtype = np.uint8 if n <= 255 else np.uint16
-    canvas = np.zeros(image_hw, dtype=dtype)
-    for k in range(n):
-        canvas[masks[k]] = k + 1
-    buffer = io.BytesIO()
-    Image.fromarray(canvas).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def decode_instance_png(path: str | os.PathLike) -> np.ndarray:
-    """Read an instance PNG back as a ``(N, H, W)`` bool array (N = largest id).
-
-    Example:
-        >>> decode_instance_png("dataset/masks/a.png").shape  # doctest: +SKIP
-        (3, 480, 640)
-    """
-    from PIL import Image
-
-    with Image.open(path) as img:
-        ids = np.asarray(img)
-    n = int(ids.max(initial=0))
-    return np.stack([ids == k for k in range(1, n + 1)]) if n else np.zeros((0, *ids.shape), bool)
 
 
 _WRITERS: dict[str, type[DatasetWriter]] = {"yolo": YoloWriter, "coco": CocoWriter, "voc": VocWriter}

@@ -10,7 +10,7 @@ import pytest
 import supervision as sv
 import yaml
 
-from ovperc.labeling.runner import split_of
+from ovperc.labeling.sink import split_of
 from tests.labeling.folders import make_good_folder
 from tests.labeling.test_safety import dataset_files, label
 

@@ -10,12 +10,8 @@ import pytest
 import supervision as sv
 from PIL import Image
 
-from ovperc.labeling.writers import (
-    ImageItem,
-    decode_instance_png,
-    make_writer,
-    mask_polygon,
-)
+from ovperc.labeling.writers import ImageItem, make_writer
+from ovperc.masks import decode_instance_png, mask_polygon
 
 CLASSES = ["person", "car", "dog"]
 

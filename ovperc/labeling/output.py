@@ -1,0 +1,218 @@
+"""Where a labelling run writes: layout checks, a previous run's removal, resume checks,
+and a hand-labelled validation set kept apart."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ovperc.labeling.manifest import STATE_DIR, Manifest, discard, read_stored
+from ovperc.labeling.scan import ScanEntry, is_image_name, sort_key
+from ovperc.labeling.sink import fingerprint
+from ovperc.labeling.writers import DatasetWriter, ImageItem, make_writer
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_output(
+    out: str | os.PathLike,
+    writer: DatasetWriter,
+    signature: Mapping[str, Any],
+    *,
+    classes: Sequence[str],
+    overwrite: bool,
+    source: str | os.PathLike | None = None,
+) -> Manifest:
+    """Open or create the run's manifest; with ``overwrite``, first remove a previous run.
+
+    ``overwrite`` removes exactly the files the previous run's manifest recorded, and
+    nothing else: not the source images, not files another tool or a person put there. A
+    ``source`` inside ``out`` is left alone and does not make ``out`` count as not empty.
+    The caller holds :func:`~ovperc.labeling.lock.dataset_lock` on ``out``.
+
+    Raises:
+        ManifestMismatchError: a run with another signature is there and not ``overwrite``,
+            or ``out`` holds files ovperc did not write and not ``overwrite``.
+    """
+    out = Path(out)
+    if overwrite and out.exists():
+        stored = read_stored(out)
+        if stored is not None and stored.get("signature") != json.loads(json.dumps(dict(signature))):
+            discard(out, files_of=_legacy_files)
+    require_empty = not overwrite and not holds_only_source(out, source)
+    return Manifest.open(out, signature, classes=classes, require_empty=require_empty)
+
+
+def check_layout(source: str | os.PathLike, out: str | os.PathLike, writer: DatasetWriter) -> None:
+    """Refuse a SOURCE and OUT that overlap in a way that could touch the user's images.
+
+    ``out`` may lie inside ``source`` (the scan leaves it out), and ``source`` inside ``out``
+    (it is never written to), but not ``source`` equal to ``out`` nor inside a folder ovperc
+    writes (``images/``, ``labels/``, ``.ovperc/``, ...).
+
+    Raises:
+        ValueError: the layout is refused; the message says why and what to do.
+
+    Example:
+        >>> check_layout("data/images", "data", make_writer("yolo", "data"))  # doctest: +SKIP
+        Traceback (most recent call last):
+        ValueError: SOURCE data/images is inside data/images, ...
+    """
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; choose a folder for the dataset")
+    src, dst = Path(os.path.abspath(source)), Path(os.path.abspath(out))
+    real_src, real_dst = Path(os.path.realpath(source)), Path(os.path.realpath(out))
+    if src == dst or real_src == real_dst:
+        raise ValueError(f"--out {out} is SOURCE itself; write the dataset to another folder "
+                         "(it may lie inside SOURCE)")
+    written = [*_all_managed(dst), dst / STATE_DIR]
+    for src_path, dst_path in ((src, dst), (real_src, real_dst)):
+        for folder in written:
+            inside = folder.relative_to(dst)
+            target = dst_path / inside
+            if src_path == target or target in src_path.parents:
+                raise ValueError(
+                    f"SOURCE {source} is inside {out}/{inside.as_posix()}, where ovperc writes "
+                    "the dataset; move the images elsewhere or choose another --out"
+                )
+
+
+def holds_only_source(out: Path, source: str | os.PathLike | None) -> bool:
+    """Whether ``out`` holds nothing but ``source`` (and ovperc's state folder)."""
+    if source is None or not out.is_dir():
+        return False
+    src = Path(os.path.abspath(source))
+    dst = Path(os.path.abspath(out))
+    if dst not in src.parents:
+        return False
+    top = dst / src.relative_to(dst).parts[0]
+    return all(p.name == STATE_DIR or Path(os.path.abspath(p)) == top for p in out.iterdir())
+
+
+def _legacy_files(signature: Mapping[str, Any], record: Mapping[str, Any]) -> list[str]:
+    """The files a version-1 manifest's record stands for (those did not list them)."""
+    writer = make_writer(str(signature.get("format", "yolo")), ".", masks=bool(signature.get("masks")),
+                         mask_png=bool(signature.get("mask_png")),
+                         images=signature.get("images", "copy"))
+    item = ImageItem(Path(str(record["rel"])), str(record["stem"]), Path(str(record["rel"])).suffix, 1, 1)
+    return [p.as_posix() for p in writer.paths(item)]
+
+
+def _all_managed(out: Path) -> list[Path]:
+    from ovperc.labeling.writers import FORMATS
+
+    return [p for f in FORMATS for p in make_writer(f, out).managed()]
+
+
+def revalidate(manifest: Manifest, entries: Sequence[ScanEntry], stems: Mapping[str, str],
+               base_classes: Sequence[str]) -> list[str]:
+    """Forget finished images that a fresh run over the current source would write otherwise.
+
+    An image is redone when its source is gone, unreadable or changed (size, modification
+    time), when its output name changed (files were added or removed beside it), or when its
+    class ids would differ because an image that introduced a class is gone.
+
+    Returns:
+        The relative paths forgotten (their files are removed; they are labelled again).
+    """
+    current = {e.rel: e for e in entries if e.problem is None}
+    stale = []
+    for rel, record in manifest.done.items():
+        entry = current.get(rel)
+        if entry is None or stems.get(rel) != record.get("stem"):
+            stale.append(rel)
+            continue
+        stored = record.get("source")
+        try:
+            if stored is not None and fingerprint(entry.path) != list(stored):
+                stale.append(rel)
+        except OSError:
+            stale.append(rel)
+    forgotten = manifest.forget(stale)
+    while True:  # class ids as a fresh run would give them: first use, in dataset order
+        order = sorted(manifest.done.values(), key=lambda r: sort_key(str(r["rel"])))
+        classes = list(base_classes)
+        for record in order:
+            names = record.get("classes", list(record.get("counts", {})))
+            classes.extend(n for n in names if n not in classes)
+        if classes == manifest.classes:
+            return forgotten
+        moved = [str(r["rel"]) for r in order
+                 if any(n not in manifest.classes or classes.index(n) != manifest.classes.index(n)
+                        for n in r.get("classes", list(r.get("counts", {}))))]
+        forgotten += manifest.forget(moved)
+        if not moved:
+            manifest.reset_classes(classes)
+
+
+@dataclass(frozen=True)
+class HandValidationSet:
+    """A hand-labelled dataset used as the validation set of an auto-labelled one.
+
+    Attributes:
+        root: the dataset folder.
+        classes: its class names, by id.
+        images_dir: the folder of its (validation) images.
+        images: every image file in it.
+    """
+
+    root: Path
+    classes: list[str]
+    images_dir: Path
+    images: list[Path]
+
+    def members(self, entries: Sequence[ScanEntry]) -> list[str]:
+        """The relative paths of ``entries`` whose bytes equal one of this set's images.
+
+        Only files of a size some validation image has are read and hashed.
+        """
+        by_size: dict[int, set[str]] = {}
+        for path in self.images:
+            by_size.setdefault(path.stat().st_size, set()).add(_sha1(path))
+        found = []
+        for entry in entries:
+            try:
+                hashes = by_size.get(entry.path.stat().st_size)
+                if hashes and _sha1(entry.path) in hashes:
+                    found.append(entry.rel)
+            except OSError:
+                continue
+        return found
+
+
+def hand_validation_set(root: str | os.PathLike, format: str) -> HandValidationSet:
+    """Open a hand-labelled dataset as a validation set (its ``val``/``valid`` split when it
+    has several).
+
+    Raises:
+        ValueError: ``root`` is not a readable dataset.
+
+    Example:
+        >>> hand_validation_set("hand-labelled/", "yolo").classes  # doctest: +SKIP
+        ['cat', 'dog']
+    """
+    from ovperc.datasets.io import DatasetError, load_dataset
+
+    try:
+        dataset = load_dataset(root)
+    except DatasetError as error:
+        raise ValueError(f"--val-from: {error}") from error
+    splits = {split.name: split for split in dataset.splits}
+    split = next((splits[n] for n in ("val", "valid", "validation") if n in splits), dataset.splits[0])
+    images = [p for p in sorted(split.images_dir.rglob("*")) if p.is_file() and is_image_name(p.name)]
+    return HandValidationSet(Path(root), list(dataset.classes), Path(os.path.abspath(split.images_dir)),
+                             images)
+
+
+def _sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,151 @@
+"""Every mask encoding ovperc writes or reads, in one place, with one overlap rule.
+
+* COCO run-length encoding (:func:`mask_to_coco_rle`, :func:`coco_rle_to_mask`), through
+  pycocotools: what COCO files, ``Perception.to_dict`` and the Ray engine carry.
+* Polygons: one outline per mask for YOLO segmentation lines (:func:`mask_polygon`), or the
+  outline of each piece (:func:`mask_polygons`) for Label Studio.
+* Instance PNGs (:func:`encode_instance_png`, :func:`decode_instance_png`): pixel value k is
+  the k-th mask, 0 background. **Where masks overlap, the later mask wins**: the rule every
+  writer, the demo and the Ray workers share.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+
+#: outlines longer than this many points are simplified by :func:`mask_polygons`.
+POLYGON_MAX_EXACT = 40
+
+
+def mask_to_coco_rle(mask: np.ndarray) -> dict:
+    """A bool mask as COCO compressed RLE: ``{"size": [h, w], "counts": str}``.
+
+    Example:
+        >>> mask_to_coco_rle(np.ones((2, 3), bool))
+        {'size': [2, 3], 'counts': '06'}
+    """
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def coco_rle_to_mask(rle: dict) -> np.ndarray:
+    """A COCO compressed RLE (``counts`` as ``str`` or ``bytes``) back to a bool mask.
+
+    Example:
+        >>> coco_rle_to_mask(mask_to_coco_rle(np.eye(3, dtype=bool))).sum()
+        3
+    """
+    from pycocotools import mask as coco_mask
+
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
+    encoded = {"size": list(rle["size"]), "counts": counts}
+    return coco_mask.decode(encoded).astype(bool)
+
+
+def mask_polygon(mask: np.ndarray, approximation: float = 0.5) -> np.ndarray | None:
+    """A mask's outline as one ``(N, 2)`` polygon, or ``None`` for an empty mask.
+
+    Pieces are joined to the largest one, and holes to their outline, by zero-width seams
+    (the path goes out to the piece and back the same way), so filling the polygon gives
+    the mask back, up to the outline's simplification.
+
+    Example:
+        >>> m = np.zeros((8, 8), bool); m[2:6, 2:6] = True
+        >>> mask_polygon(m).shape[1]
+        2
+    """
+    from supervision.dataset.utils import approximate_mask_with_polygons
+
+    if not mask.any():
+        return None
+    try:
+        polygons = approximate_mask_with_polygons(
+            mask=mask, approximation_percentage=approximation, bridge_holes=True)
+    except ValueError:
+        polygons = approximate_mask_with_polygons(mask=mask, approximation_percentage=approximation)
+    polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons]
+    polygons = [p for p in polygons if len(p) >= 3]
+    if not polygons:
+        return None
+    polygons.sort(key=lambda p: -_polygon_area(p))
+    joined = polygons[0]
+    for piece in polygons[1:]:
+        dist = ((joined[:, None, :] - piece[None, :, :]) ** 2).sum(-1)
+        a, b = np.unravel_index(int(np.argmin(dist)), dist.shape)
+        detour = np.concatenate([piece[b:], piece[: b + 1], joined[a : a + 1]])
+        joined = np.concatenate([joined[: a + 1], detour, joined[a + 1 :]])
+    return joined
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+
+def mask_polygons(mask: np.ndarray, approximation: float = 0.5) -> list[np.ndarray]:
+    """Outer outlines of a mask's pieces as ``(N, 2)`` pixel polygons, longest first.
+
+    Outlines longer than :data:`POLYGON_MAX_EXACT` points lose ``approximation`` of them
+    (supervision's ``approximate_polygon``).
+
+    Example:
+        >>> m = np.zeros((10, 10), bool); m[2:8, 2:8] = True
+        >>> len(mask_polygons(m))
+        1
+    """
+    import supervision as sv
+
+    if not mask.any():
+        return []
+    polygons = sv.mask_to_polygons(mask.astype(bool))
+    if approximation > 0:
+        polygons = [sv.approximate_polygon(p, percentage=approximation) if len(p) > POLYGON_MAX_EXACT else p
+                    for p in polygons]
+    polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons]
+    polygons = [p for p in polygons if len(p) >= 3]
+    return sorted(polygons, key=lambda p: -len(p))
+
+
+def encode_instance_png(masks: np.ndarray, image_hw: tuple[int, int]) -> bytes:
+    """An instance-id PNG: 0 is background, k the k-th mask (later masks drawn on top).
+
+    8-bit for up to 255 instances, 16-bit beyond.
+
+    Example:
+        >>> png = encode_instance_png(np.ones((1, 4, 4), bool), (4, 4))
+        >>> png[:4]
+        b'\\x89PNG'
+    """
+    from PIL import Image
+
+    n = len(masks)
+    dtype = np.uint8 if n <= 255 else np.uint16
+    canvas = np.zeros(image_hw, dtype=dtype)
+    for k in range(n):
+        canvas[masks[k]] = k + 1
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_instance_png(path: str | os.PathLike) -> np.ndarray:
+    """Read an instance PNG back as a ``(N, H, W)`` bool array (N = largest id).
+
+    Example:
+        >>> decode_instance_png("dataset/masks/a.png").shape  # doctest: +SKIP
+        (3, 480, 640)
+    """
+    from PIL import Image
+
+    with Image.open(path) as img:
+        ids = np.asarray(img)
+    n = int(ids.max(initial=0))
+    return np.stack([ids == k for k in range(1, n + 1)]) if n else np.zeros((0, *ids.shape), bool)
