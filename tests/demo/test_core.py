@@ -138,9 +138,19 @@ def test_thresholds_filter_this_request_only(runner: DemoRunner, shapes_path: Pa
     assert runner.box_threshold == 0.3 and runner.text_threshold == 0.25
 
 
-def test_empty_prompt_uses_the_tags(runner: DemoRunner, shapes_path: Path):
-    perception = runner.run(shapes_path, RunOptions(classes="  ,  ")).perception
-    assert perception.class_names == ["blue circle", "green bar"]
+def test_empty_prompt_uses_the_tags_and_says_so(runner: DemoRunner, shapes_path: Path):
+    result = runner.run(shapes_path, RunOptions(classes=""))
+    assert result.perception.class_names == ["blue circle", "green bar"]
+    assert result.hint == ("No classes given, so the detector looked for what the tagger named: "
+                           "blue circle, green bar, sky.")
+
+
+@pytest.mark.parametrize("text", ["  ,  ", ",", " ;\n, ", "   "])
+def test_classes_that_name_nothing_are_a_message_not_the_tagger(
+        runner: DemoRunner, shapes_path: Path, text: str):
+    with pytest.raises(DemoInputError, match="which names no class. Type class names separated by "
+                                             "commas .* or clear the box to let the tagger choose"):
+        runner.run(shapes_path, RunOptions(classes=text))
 
 
 def test_detect_tags_adds_them_to_the_classes(runner: DemoRunner, shapes_path: Path):
