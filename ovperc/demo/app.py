@@ -211,7 +211,7 @@ def build_app(
                            f"({type(error).__name__}: {error}). The server log has the details.")
                 gr.Warning(message)
                 return _failure(gr, message)
-            return _success(gr, result)
+            return _success(gr, result, guide)
 
         run.click(
             on_run,
@@ -269,7 +269,7 @@ def _failure(gr: Any, message: str) -> tuple:
             gr.DownloadButton(value=None, interactive=False))
 
 
-def _success(gr: Any, result: DemoResult) -> tuple:
+def _success(gr: Any, result: DemoResult, guide: DemoGuide) -> tuple:
     import pandas as pd
 
     perception = result.perception
@@ -282,7 +282,8 @@ def _success(gr: Any, result: DemoResult) -> tuple:
     lines.extend(text for text in (result.note, result.hint) if text)
     rows = pd.DataFrame(detections_table(perception), columns=TABLE_HEADERS)
     mask = result.mask_path
-    return ("\n\n".join(lines), annotate(perception), tag_scores(perception) or None, rows,
+    image = annotate(perception, reserved=guide.known_classes)
+    return ("\n\n".join(lines), image, tag_scores(perception) or None, rows,
             result.to_dict(),
             gr.DownloadButton(value=str(result.json_path), interactive=True),
             gr.DownloadButton(value=str(mask) if mask else None, interactive=mask is not None))

@@ -2,12 +2,15 @@
 
 Colours follow the class *name* (a stable hash into supervision's palette), not the
 class id, which depends on the order of the classes typed in one request: a class keeps
-its colour from run to run and from image to image. Labels are kept inside the image.
+its colour from run to run and from image to image. A hash can give two names one colour;
+the few classes toy models know are *reserved* the first palette colours, so they never
+share one. Labels are kept inside the image.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,22 +22,35 @@ if TYPE_CHECKING:
 TABLE_HEADERS = ["#", "class", "score", "CLIP class", "CLIP score", "x1", "y1", "x2", "y2"]
 
 
-def color_index(name: str, size: int) -> int:
+def color_index(name: str, size: int, reserved: Sequence[str] = ()) -> int:
     """The palette index of a class name: the same for a name in every run and process.
 
+    Args:
+        name: the class name (case and spacing ignored).
+        size: the palette's number of colours.
+        reserved: names that take indices 0, 1, ... in order; other names are hashed.
+
     Example:
-        >>> color_index("dog", 21) == color_index("dog", 21)
+        >>> color_index("dog", 21) == color_index(" Dog", 21)
         True
+        >>> color_index("blue square", 21, reserved=["red circle", "blue square"])
+        1
     """
-    return zlib.crc32(" ".join(name.lower().split()).encode("utf-8")) % size
+    key = " ".join(name.lower().split())
+    for index, known in enumerate(reserved):
+        if " ".join(known.lower().split()) == key:
+            return index % size
+    return zlib.crc32(key.encode("utf-8")) % size
 
 
-def annotate(perception: Perception, image: np.ndarray | None = None) -> np.ndarray:
+def annotate(perception: Perception, image: np.ndarray | None = None, *,
+             reserved: Sequence[str] = ()) -> np.ndarray:
     """Draw masks, boxes and labels (class and score), coloured by class name.
 
     Args:
         perception: the result to draw.
         image: the RGB image to draw on; defaults to the result's own image.
+        reserved: class names that get the first palette colours (see :func:`color_index`).
 
     Returns:
         A new RGB ``uint8`` array.
@@ -50,15 +66,16 @@ def annotate(perception: Perception, image: np.ndarray | None = None) -> np.ndar
     image = perception.image if image is None else image
     if image is None:
         raise ValueError("this result holds no image; pass the image to annotate()")
-    canvas = image.copy()
     det = perception.detections
     if len(det) == 0:
-        return canvas
+        return image.copy()
+    canvas = np.ascontiguousarray(image[..., ::-1])  # supervision draws numpy images as BGR
     names = perception.class_names
     if not names:
         names = [str(i) for i in (det.class_id if det.class_id is not None else [0] * len(det))]
     palette = sv.ColorPalette.DEFAULT
-    lookup = np.array([color_index(name, len(palette.colors)) for name in names], dtype=np.int64)
+    lookup = np.array([color_index(name, len(palette.colors), reserved) for name in names],
+                      dtype=np.int64)
     labels = [name if det.confidence is None else f"{name} {det.confidence[i]:.2f}"
               for i, name in enumerate(names)]
     height, width = canvas.shape[:2]
@@ -70,9 +87,10 @@ def annotate(perception: Perception, image: np.ndarray | None = None) -> np.ndar
     canvas = sv.BoxAnnotator(color=palette, thickness=thickness).annotate(
         canvas, det, custom_color_lookup=lookup)
     # smart_position moves a label that would cross the image edge back inside it
-    return sv.LabelAnnotator(color=palette, text_scale=scale, text_thickness=max(1, thickness // 2),
-                             smart_position=True).annotate(
+    canvas = sv.LabelAnnotator(color=palette, text_scale=scale, text_thickness=max(1, thickness // 2),
+                               smart_position=True).annotate(
         canvas, det, labels=labels, custom_color_lookup=lookup)
+    return np.ascontiguousarray(canvas[..., ::-1])
 
 
 def instance_mask(perception: Perception) -> np.ndarray | None:
