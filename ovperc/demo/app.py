@@ -64,12 +64,12 @@ def _import_gradio() -> Any:
     return gradio
 
 
-def _example_rows(examples: Sequence[Any] | None, classes: str) -> list[list[str]]:
-    """``[path, classes]`` rows from paths (with ``classes``) or ``(path, classes)`` pairs."""
+def _example_rows(examples: Sequence[Any] | None, default: str) -> list[list[str]]:
+    """``[path, classes]`` rows from paths (with ``default``) or ``(path, classes)`` pairs."""
     rows = []
     for item in examples or ():
         if isinstance(item, (str, os.PathLike)):
-            rows.append([str(item), classes])
+            rows.append([str(item), default])
         else:
             path, classes = item
             rows.append([str(path), str(classes)])

@@ -270,3 +270,15 @@ def test_queue_clients_get_the_message(served):
     stream = client.get(f"/gradio_api/call/run/{response.json()['event_id']}").text
     assert "event: error" in stream
     assert "was not uploaded to this server" in stream
+
+
+def test_examples_from_a_folder_get_the_guides_classes(examples: list[tuple[Path, str]]):
+    from ovperc.demo.guide import SHAPES_TINY
+
+    (first, _), (second, _) = examples
+    app = build_app(make_pipeline(), guide=SHAPES_TINY,
+                    examples=[first, (second, "blue square"), first])
+    with TestClient(gr.mount_gradio_app(FastAPI(), app, path="")) as client:
+        [dataset] = [c for c in client.get("/config").json()["components"] if c["type"] == "dataset"]
+    assert [s[1] for s in dataset["props"]["samples"]] == [
+        SHAPES_TINY.example_classes, "blue square", SHAPES_TINY.example_classes]
