@@ -62,8 +62,9 @@ class DemoLimits:
     Attributes:
         max_pixels: images with more pixels are refused (40 MP: a 7,700 x 5,200 photo).
         min_side: images with a side shorter than this (also after downscaling) are
-            refused: 32 px is one cell of Grounding DINO's coarsest feature map and two of
-            SAM's patches; below it the models can only return noise.
+            refused: 32 px is one step of the last stage of Grounding DINO's Swin backbone
+            and two of SAM's 16 px patches; below it the models see almost nothing and
+            return noise (a 1x1 image got boxes).
         max_side: images with a longer side are downscaled to it before the models run,
             which bounds mask memory and the size of the page's result image.
         max_classes: the most classes one request may name.

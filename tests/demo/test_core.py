@@ -305,6 +305,8 @@ def test_tagger_only_pipeline_tags(tmp_path: Path, shapes_path: Path):
     assert not runner.has_detector and not runner.has_segmenter and runner.clip_modes == ()
     with pytest.raises(DemoInputError, match="switch tagging on"):
         runner.run(shapes_path, RunOptions(tagging=False))
+    silent = DemoRunner(ovperc.Pipeline(tagger=FakeTagger([])), workdir=tmp_path)
+    assert silent.run(shapes_path, RunOptions()).hint == "The tagger named nothing in this image."
 
 
 def test_runner_needs_a_detector_or_a_tagger(tmp_path: Path):
