@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_threshold_options(parser, batching=False)
     page = parser.add_argument_group("page")
     page.add_argument("--examples", type=Path, metavar="DIR",
-                      help="folder of example images (default: two drawn examples)")
+                      help="folder of example images (default: drawn examples that suit the "
+                           "models: scenes of the shapes world for the shapes-tiny models, "
+                           "everyday scenes for others)")
     page.add_argument("--concurrency-limit", type=int, default=1, metavar="N",
                       help="requests that run at the same time; the rest wait (default 1)")
     page.add_argument("--max-classes", type=int, default=1000, metavar="N",
@@ -46,11 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _examples(folder: Path | None) -> list[Any]:
+def _examples(folder: Path | None, guide: Any) -> list[Any]:
     if folder is None:
-        from ovperc.demo.examples import write_examples
+        from ovperc.demo import example_images
 
-        return list(write_examples(tempfile.mkdtemp(prefix="ovperc-examples-")))
+        return list(example_images(guide))
     suffixes = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
 
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         >>> run(build_parser().parse_args(["demo", "--port", "7861"]))  # doctest: +SKIP
     """
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    from ovperc.demo import DemoLimits, launch
+    from ovperc.demo import DemoLimits, guide_for, launch
     from ovperc.hub import ModelNotAvailableError
 
     if args.examples is not None and not args.examples.is_dir():
@@ -78,10 +79,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, ModelNotAvailableError) as exc:
         print(f"ovperc demo: {exc}", file=sys.stderr)
         return 2
+    guide = guide_for(pipeline)
+    if guide.note:
+        print(guide.note, file=sys.stderr)
     print(f"serving the demo on http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr)
     launch(pipeline, host=args.host, port=args.port, share=args.share,
-           examples=_examples(args.examples), concurrency_limit=args.concurrency_limit,
-           limits=limits)
+           examples=_examples(args.examples, guide), concurrency_limit=args.concurrency_limit,
+           limits=limits, guide=guide)
     return 0
 
 

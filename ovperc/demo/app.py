@@ -1,5 +1,10 @@
 """The Gradio page of the demo: layout, one ``run`` event, and the launcher.
 
+What the page suggests (examples, the classes placeholder, a note on what toy models know)
+follows the models the pipeline loads (:mod:`ovperc.demo.guide`). Requests from API
+clients are checked before use (:mod:`ovperc.demo.api`): a malformed one gets a message,
+not an empty error.
+
 Requests are queued; ``concurrency_limit`` of them (default 1) run at a time, because the
 models live on one device and two requests at once would only share it and double the
 memory. Uploaded and result files are served by Gradio from its own cache only: no
@@ -17,16 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ovperc.demo.core import (
-    TABLE_HEADERS,
-    DemoInputError,
-    DemoLimits,
-    DemoResult,
-    DemoRunner,
-    RunOptions,
-    detections_table,
-    tag_scores,
-)
+from ovperc.demo import api
+from ovperc.demo.core import DemoInputError, DemoLimits, DemoResult, DemoRunner, RunOptions
+from ovperc.demo.guide import DemoGuide, guide_for
+from ovperc.demo.render import TABLE_HEADERS, annotate, detections_table, tag_scores
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -50,7 +49,8 @@ re-score, re-label or reject boxes. Switch stages on and off and raise the thres
 see what each one does. The models run on this machine; nothing is sent elsewhere.
 """
 
-EXAMPLE_CLASSES = "red square, blue circle, yellow triangle"
+#: The buttons of the image components: no "share" (it only works on Hugging Face Spaces).
+IMAGE_BUTTONS = ["download", "fullscreen"]
 
 
 def _import_gradio() -> Any:
@@ -64,12 +64,12 @@ def _import_gradio() -> Any:
     return gradio
 
 
-def _example_rows(examples: Sequence[Any] | None) -> list[list[str]]:
-    """``[path, classes]`` rows from paths or ``(path, classes)`` pairs."""
+def _example_rows(examples: Sequence[Any] | None, default: str) -> list[list[str]]:
+    """``[path, classes]`` rows from paths (with ``default``) or ``(path, classes)`` pairs."""
     rows = []
     for item in examples or ():
         if isinstance(item, (str, os.PathLike)):
-            rows.append([str(item), EXAMPLE_CLASSES])
+            rows.append([str(item), default])
         else:
             path, classes = item
             rows.append([str(path), str(classes)])
@@ -84,17 +84,21 @@ def build_app(
     queue_size: int = DEFAULT_QUEUE_SIZE,
     limits: DemoLimits | None = None,
     workdir: str | os.PathLike | None = None,
+    guide: DemoGuide | None = None,
 ) -> gr.Blocks:
     """Build the demo page for a pipeline; its models load once and serve every request.
 
     Args:
         pipeline: the stages to offer. Switches appear for the stages it has.
-        examples: example images, as paths or ``(path, classes)`` pairs.
+        examples: example images, as paths (suggested with the guide's classes) or
+            ``(path, classes)`` pairs; :func:`example_images` gives the guide's own.
         concurrency_limit: requests that run at the same time; others wait in the queue.
         queue_size: requests that may wait; more get a "queue is full" message.
         limits: what uploads and prompts may be (see :class:`~ovperc.demo.DemoLimits`).
         workdir: folder for result files; by default a new temporary folder, removed
             when the app is garbage-collected or the process exits.
+        guide: what the page suggests and says the models know; by default chosen from
+            the pipeline's models (:func:`~ovperc.demo.guide.guide_for`).
 
     Returns:
         The ``gradio.Blocks`` app (queue configured), ready for ``launch()`` or
@@ -113,18 +117,20 @@ def build_app(
     gr = _import_gradio()
     owned = workdir is None
     folder = Path(tempfile.mkdtemp(prefix="ovperc-demo-")) if owned else Path(workdir)
-    runner = DemoRunner(pipeline, workdir=folder, limits=limits)
+    guide = guide or guide_for(pipeline)
+    runner = DemoRunner(pipeline, workdir=folder, limits=limits, guide=guide)
 
-    with gr.Blocks(title="ovperc demo", analytics_enabled=False) as app:
+    with api.demo_blocks(gr)(title="ovperc demo", analytics_enabled=False) as app:
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"],
-                                 elem_id="input-image", height=340)
+                                 elem_id="input-image", height=340, buttons=["fullscreen"])
                 classes = gr.Textbox(
                     label="Classes", lines=2, elem_id="classes",
-                    placeholder="person, bicycle, traffic light",
-                    info=_classes_info(runner))
+                    placeholder=guide.placeholder, info=_classes_info(runner))
+                gr.Markdown(f"**{guide.note}**" if guide.note else "", elem_id="models-note",
+                            visible=bool(guide.note))
                 with gr.Accordion("Stages and thresholds", open=True):
                     with gr.Row():
                         tagging = gr.Checkbox(label="Tagging", value=True, elem_id="tagging",
@@ -153,13 +159,14 @@ def build_app(
                         info="keep boxes whose class words score at least this",
                         elem_id="text-threshold", visible=runner.text_threshold is not None)
                 run = gr.Button("Run", variant="primary", elem_id="run")
-                rows = _example_rows(examples)
+                rows = _example_rows(examples, guide.example_classes)
                 if rows:
                     gr.Examples(examples=rows, inputs=[image, classes], label="Examples")
             with gr.Column(scale=6):
                 status = gr.Markdown("Results appear here.", elem_id="status")
                 annotated = gr.Image(label="Result", type="numpy", interactive=False,
-                                     elem_id="annotated", height=400, format="png")
+                                     elem_id="annotated", height=400, format="png",
+                                     buttons=IMAGE_BUTTONS)
                 tags = gr.Label(label="Tags", num_top_classes=10, elem_id="tags",
                                 visible=runner.has_tagger)
         table = gr.Dataframe(headers=TABLE_HEADERS, label="Detections", interactive=False,
@@ -177,14 +184,22 @@ def build_app(
                 gr.Markdown("The mask PNG holds instance ids: pixel value *k* is row *k* "
                             "of the table, 0 is background.", visible=runner.has_segmenter)
 
-        def on_run(upload: Any, text: str, use_tagger: bool, merge: bool, use_sam: bool,
-                   use_clip: bool, mode: str | None, box: float, text_min: float) -> tuple:
-            options = RunOptions(
-                classes=text or "", tagging=bool(use_tagger), detect_tags=bool(merge),
-                segment=bool(use_sam), classify=bool(use_clip), clip_mode=mode or None,
-                box_threshold=_above(box, runner.box_threshold),
-                text_threshold=_above(text_min, runner.text_threshold))
-            path, name = _upload_path(upload)
+        def on_run(upload: Any, text: Any, use_tagger: Any, merge: Any, use_sam: Any,
+                   use_clip: Any, mode: Any, box: Any, text_min: Any) -> tuple:
+            try:
+                path, name = _upload_path(upload)
+                options = RunOptions(
+                    classes=api.text(text, "classes"),
+                    tagging=api.flag(use_tagger, "tagging", True),
+                    detect_tags=api.flag(merge, "detect_tags", False),
+                    segment=api.flag(use_sam, "segment", True),
+                    classify=api.flag(use_clip, "classify", True),
+                    clip_mode=api.text(mode, "clip_mode") or None,
+                    box_threshold=_above(api.number(box, "box_threshold"), runner.box_threshold),
+                    text_threshold=_above(api.number(text_min, "text_threshold"),
+                                          runner.text_threshold))
+            except api.RequestError as error:
+                raise api.refuse(gr, str(error)) from None
             try:
                 result = runner.run(path, options, name=name)
             except DemoInputError as error:
@@ -196,7 +211,7 @@ def build_app(
                            f"({type(error).__name__}: {error}). The server log has the details.")
                 gr.Warning(message)
                 return _failure(gr, message)
-            return _success(gr, result)
+            return _success(gr, result, guide)
 
         run.click(
             on_run,
@@ -212,6 +227,7 @@ def build_app(
 
     app.queue(default_concurrency_limit=concurrency_limit, max_size=queue_size)
     app.ovperc_runner = runner  # for tests and embedding: the runner behind the page
+    app.ovperc_guide = guide
     if owned:
         weakref.finalize(app, shutil.rmtree, str(folder), True)
     return app
@@ -234,13 +250,11 @@ def _above(value: Any, floor: float | None) -> float | None:
 
 
 def _upload_path(upload: Any) -> tuple[str | None, str | None]:
-    """The server path and the user's file name of Gradio's upload record."""
-    if upload is None:
-        return None, None
-    if isinstance(upload, dict):
-        path = upload.get("path")
-        return path, upload.get("orig_name") or (Path(path).name if path else None)
-    return str(upload), Path(str(upload)).name
+    """The server path and the user's file name of Gradio's upload record (checked again
+    here: the page calls ``on_run`` only through Gradio, but the check is cheap)."""
+    from gradio.utils import get_upload_folder
+
+    return api.check_upload(upload, get_upload_folder())
 
 
 def _empty_table() -> Any:
@@ -255,7 +269,7 @@ def _failure(gr: Any, message: str) -> tuple:
             gr.DownloadButton(value=None, interactive=False))
 
 
-def _success(gr: Any, result: DemoResult) -> tuple:
+def _success(gr: Any, result: DemoResult, guide: DemoGuide) -> tuple:
     import pandas as pd
 
     perception = result.perception
@@ -265,14 +279,12 @@ def _success(gr: Any, result: DemoResult) -> tuple:
     lines = [f"**Found {count} object{'s' * (count != 1)} of {classes} "
              f"class{'es' * (classes != 1)}** in {result.seconds:.2f} s"
              + (f" ({timings})" if timings else "") + "."]
-    if result.note:
-        lines.append(result.note)
-    if count == 0 and perception.ontology is None and not perception.tags:
-        lines.append("The tagger found nothing to look for: type some classes.")
+    lines.extend(text for text in (result.note, result.hint) if text)
     rows = pd.DataFrame(detections_table(perception), columns=TABLE_HEADERS)
     mask = result.mask_path
-    return ("\n\n".join(lines), perception.annotate(), tag_scores(perception) or None, rows,
-            perception.to_dict(),
+    image = annotate(perception, reserved=guide.known_classes)
+    return ("\n\n".join(lines), image, tag_scores(perception) or None, rows,
+            result.to_dict(),
             gr.DownloadButton(value=str(result.json_path), interactive=True),
             gr.DownloadButton(value=str(mask) if mask else None, interactive=mask is not None))
 
@@ -286,6 +298,7 @@ def launch(
     examples: Sequence[Any] | None = None,
     concurrency_limit: int = DEFAULT_CONCURRENCY_LIMIT,
     limits: DemoLimits | None = None,
+    guide: DemoGuide | None = None,
     block: bool = True,
 ) -> gr.Blocks:
     """Build the demo and serve it.
@@ -298,6 +311,7 @@ def launch(
         examples: example images (see :func:`build_app`).
         concurrency_limit: requests that run at the same time.
         limits: upload and prompt limits.
+        guide: what the page suggests (see :func:`build_app`).
         block: wait until the server stops (``False`` returns at once).
 
     Returns:
@@ -308,8 +322,27 @@ def launch(
     """
     limits = limits or DemoLimits()
     app = build_app(pipeline, examples=examples, concurrency_limit=concurrency_limit,
-                    limits=limits)
+                    limits=limits, guide=guide)
     app.launch(server_name=host, server_port=port, share=share, show_error=False,
                max_file_size=f"{limits.max_file_mb}mb", prevent_thread_lock=not block,
                quiet=not block)
     return app
+
+
+def example_images(guide: DemoGuide, folder: str | os.PathLike | None = None
+                   ) -> list[tuple[Path, str]]:
+    """Draw a guide's example images, for :func:`build_app`'s ``examples``.
+
+    Args:
+        guide: the guide (see :func:`~ovperc.demo.guide.guide_for`).
+        folder: where to write them; by default a new temporary folder.
+
+    Returns:
+        ``(path, suggested classes)`` pairs.
+
+    Example:
+        >>> pipeline = Pipeline.from_preset("shapes-tiny")  # doctest: +SKIP
+        >>> build_app(pipeline, examples=example_images(guide_for(pipeline)))  # doctest: +SKIP
+    """
+    target = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="ovperc-examples-"))
+    return guide.write_examples(target)

@@ -5,6 +5,10 @@ per-request *view* of the pipeline and writes the downloadable files. The Gradio
 :mod:`ovperc.demo.app` only turns its results and its :class:`DemoInputError` messages into
 page updates.
 
+What the page should say besides the result (how an image was resized, how the classes
+were chosen, what to try when nothing was found) comes back with the result, so it is
+the same for the page and for API clients.
+
 A view is a new, lightweight :class:`~ovperc.Pipeline` over the same stage objects, so
 models load once and switching a stage off for one request never changes what another
 request sees. Thresholds are applied after detection, on the detector's output, rather
@@ -27,6 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ovperc.demo.guide import DemoGuide, guide_for, split_classes
+from ovperc.demo.hints import result_hint
+from ovperc.demo.render import (  # noqa: F401  (re-exported: the page's helpers)
+    TABLE_HEADERS,
+    detections_table,
+    instance_mask,
+    tag_scores,
+)
 from ovperc.image import ImageError, ImageSource, load_image
 from ovperc.ontology import Ontology
 from ovperc.pipeline import Pipeline
@@ -37,9 +49,6 @@ if TYPE_CHECKING:
     from ovperc.result import Perception
 
 logger = logging.getLogger(__name__)
-
-#: Column headers of the detections table.
-TABLE_HEADERS = ["#", "class", "score", "CLIP class", "CLIP score", "x1", "y1", "x2", "y2"]
 
 
 class DemoInputError(ValueError):
@@ -52,6 +61,10 @@ class DemoLimits:
 
     Attributes:
         max_pixels: images with more pixels are refused (40 MP: a 7,700 x 5,200 photo).
+        min_side: images with a side shorter than this (also after downscaling) are
+            refused: 32 px is one step of the last stage of Grounding DINO's Swin backbone
+            and two of SAM's 16 px patches; below it the models see almost nothing and
+            return noise (a 1x1 image got boxes).
         max_side: images with a longer side are downscaled to it before the models run,
             which bounds mask memory and the size of the page's result image.
         max_classes: the most classes one request may name.
@@ -65,6 +78,7 @@ class DemoLimits:
     """
 
     max_pixels: int = 40_000_000
+    min_side: int = 32
     max_side: int = 2048
     max_classes: int = 1000
     max_class_chars: int = 200
@@ -72,10 +86,13 @@ class DemoLimits:
     keep_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
-        for name in ("max_pixels", "max_side", "max_classes", "max_class_chars", "max_file_mb",
-                     "keep_seconds"):
+        for name in ("max_pixels", "min_side", "max_side", "max_classes", "max_class_chars",
+                     "max_file_mb", "keep_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"DemoLimits.{name} must be > 0, got {getattr(self, name)}")
+        if self.min_side > self.max_side:
+            raise ValueError(f"DemoLimits.min_side ({self.min_side}) must be at most max_side "
+                             f"({self.max_side})")
 
 
 @dataclass(frozen=True)
@@ -83,8 +100,8 @@ class RunOptions:
     """One request's settings, as the page sends them.
 
     Attributes:
-        classes: classes to find, separated by commas or new lines; empty lets the tagger
-            choose.
+        classes: classes to find, separated by commas or new lines; empty (``""``) lets the
+            tagger choose. Text that names no class (only commas or spaces) is refused.
         tagging: run the tagger (when the pipeline has one).
         detect_tags: with classes given, also look for the tagger's tags.
         segment: run the segmenter (when the pipeline has one).
@@ -108,6 +125,24 @@ class RunOptions:
     text_threshold: float | None = None
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """An upload as the models see it.
+
+    Attributes:
+        image: the RGB image the models run on.
+        original_size: ``(width, height)`` of the upload.
+        scale: the processed size over the original (1.0 when not downscaled); a box in
+            the original's pixels is the box divided by it.
+        note: a remark for the page about the resizing, or ``""``.
+    """
+
+    image: np.ndarray
+    original_size: tuple[int, int]
+    scale: float = 1.0
+    note: str = ""
+
+
 @dataclass
 class DemoResult:
     """What one request produced.
@@ -116,8 +151,12 @@ class DemoResult:
         perception: the pipeline's result (its ``image`` is the processed image).
         note: a remark for the page (e.g. that the image was downscaled), or ``""``.
         seconds: wall time of the pipeline run.
-        json_path: the written ``Perception.to_dict()`` file.
+        json_path: the written :meth:`to_dict` file.
         mask_path: the written instance mask PNG, when there are masks.
+        original_size: ``(width, height)`` of the upload.
+        scale: the processed size over the original (1.0 when not downscaled).
+        hint: how the classes were chosen and, when nothing was found, what to try
+            (Markdown), or ``""``.
     """
 
     perception: Perception
@@ -125,6 +164,26 @@ class DemoResult:
     seconds: float
     json_path: Path
     mask_path: Path | None
+    original_size: tuple[int, int] | None = None
+    scale: float = 1.0
+    hint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """``Perception.to_dict()``; for a downscaled image also the original size and the scale.
+
+        Boxes and masks refer to ``image_size``; divide a box by ``scale`` for the
+        original's pixels.
+
+        Example:
+            >>> result.to_dict()["scale"]  # a 4096 px wide upload  # doctest: +SKIP
+            0.5
+        """
+        record = self.perception.to_dict()
+        if self.original_size is not None and self.scale != 1.0:
+            width, height = self.original_size
+            record["original_image_size"] = {"width": width, "height": height}
+            record["scale"] = self.scale
+        return record
 
 
 class _ThresholdedDetector:
@@ -157,19 +216,6 @@ def _threshold_of(stage: Any, name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def split_classes(text: str | None) -> list[str]:
-    """Class names from a textbox: separated by commas or new lines, blanks dropped.
-
-    Example:
-        >>> split_classes("cat, dog\\n  red car ,")
-        ['cat', 'dog', 'red car']
-    """
-    if not text:
-        return []
-    names = (" ".join(part.split()) for part in re.split(r"[,\n;]", text))
-    return list(dict.fromkeys(name for name in names if name))
-
-
 def _safe_stem(name: str | None) -> str:
     stem = Path(name).stem if name else "image"
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:40]
@@ -183,6 +229,8 @@ class DemoRunner:
         pipeline: the stages to use; models load once and are shared by every request.
         workdir: the folder where result files are written (the app owns it).
         limits: what the demo accepts.
+        guide: what the models know and what the page suggests; by default
+            :func:`~ovperc.demo.guide.guide_for` the pipeline.
 
     Raises:
         ValueError: the pipeline has neither a detector nor a tagger.
@@ -193,7 +241,7 @@ class DemoRunner:
     """
 
     def __init__(self, pipeline: Pipeline, workdir: str | Path,
-                 limits: DemoLimits | None = None) -> None:
+                 limits: DemoLimits | None = None, guide: DemoGuide | None = None) -> None:
         if not isinstance(pipeline, Pipeline):
             raise TypeError(f"the demo needs an ovperc.Pipeline, got {type(pipeline).__name__}")
         if pipeline.detector is None and pipeline.tagger is None:
@@ -202,6 +250,7 @@ class DemoRunner:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.limits = limits or DemoLimits()
+        self.guide = guide or guide_for(pipeline)
 
     # ------------------------------------------------------------------ what the pipeline has
     @property
@@ -282,14 +331,12 @@ class DemoRunner:
         view.mode = mode
         return view
 
-    def read_image(self, source: ImageSource, name: str | None = None) -> tuple[np.ndarray, str]:
+    def read_image(self, source: ImageSource, name: str | None = None) -> PreparedImage:
         """Decode an upload, refusing what the demo cannot take; downscale large images.
 
-        Returns:
-            The RGB image and a note for the page (``""`` when nothing was changed).
-
         Raises:
-            DemoInputError: no image, not an image, empty, corrupt or too large.
+            DemoInputError: no image, not an image, empty, corrupt, too large, or too
+                small (a side under ``limits.min_side``, also after downscaling).
         """
         label = name or "the upload"
         if source is None:
@@ -301,32 +348,52 @@ class DemoRunner:
             reason = error.reason.split(" (raise max_pixels")[0]
             raise DemoInputError(f"{label} cannot be used: {reason}.") from None
         height, width = image.shape[:2]
+        least = self.limits.min_side
+        if min(height, width) < least:
+            raise DemoInputError(
+                f"{label} is {width}x{height} pixels: too small to find anything in. The demo "
+                f"needs at least {least} px on each side; upload a larger image.")
         if max(height, width) <= self.limits.max_side:
-            return image, ""
+            return PreparedImage(image, original_size=(width, height))
         from PIL import Image
 
         scale = self.limits.max_side / max(height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if min(size) < least:
+            raise DemoInputError(
+                f"{label} is {width}x{height} pixels: too narrow. Downscaled to "
+                f"{self.limits.max_side} px on its longer side it would be {size[0]}x{size[1]}, "
+                f"under the {least} px the demo needs on each side.")
         small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR,
                                                          reducing_gap=3.0))
         note = (f"The image ({width}x{height}) was downscaled to {size[0]}x{size[1]} for the "
-                f"demo (longer side at most {self.limits.max_side} px); boxes refer to that size.")
-        return np.ascontiguousarray(small), note
+                f"demo (longer side at most {self.limits.max_side} px); boxes refer to that size. "
+                f"The JSON records the original size and the scale ({scale:.4g}).")
+        return PreparedImage(np.ascontiguousarray(small), original_size=(width, height),
+                             scale=scale, note=note)
 
     def ontology(self, text: str | None, options: RunOptions) -> Ontology | None:
         """The request's classes, or ``None`` to let the tagger choose.
 
+        Only an empty box lets the tagger choose; text that names no class (commas,
+        semicolons, spaces) is refused rather than silently treated as empty.
+
         Raises:
-            DemoInputError: no classes and no tagger to choose them, too many classes, or a
-                class name that is too long.
+            DemoInputError: no classes and no tagger to choose them, text that names no
+                class, too many classes, or a class name that is too long.
         """
         names = split_classes(text)
+        if not names and text and self.has_detector:
+            tagger = ", or clear the box to let the tagger choose" if self.has_tagger else ""
+            raise DemoInputError(
+                f"The classes box holds {text[:40]!r}, which names no class. Type class names "
+                f"separated by commas (e.g. `{self.guide.placeholder}`){tagger}.")
         if not names:
             if not self.has_detector:
                 return None
             if not self.has_tagger:
                 raise DemoInputError(
-                    "Type the classes to find, separated by commas (e.g. `person, dog`): "
+                    f"Type the classes to find, separated by commas (e.g. `{self.guide.placeholder}`): "
                     "this demo has no tagger to suggest them.")
             if not options.tagging:
                 raise DemoInputError(
@@ -358,30 +425,43 @@ class DemoRunner:
         Example:
             >>> runner.run("shapes.png", RunOptions(classes="red square")).json_path  # doctest: +SKIP
         """
-        image, note = self.read_image(source, name)
+        upload = self.read_image(source, name)
         view = self.view(options)
         classes = self.ontology(options.classes, options)
         start = time.perf_counter()
         try:
-            [perception] = view.run_batch([image], classes=classes,
+            [perception] = view.run_batch([upload.image], classes=classes,
                                           tag_merge=options.detect_tags, sources=[name])
         except ValueError as error:
             raise DemoInputError(f"The pipeline refused this request: {error}") from error
         seconds = time.perf_counter() - start
-        json_path, mask_path = self.write_files(perception, name)
-        return DemoResult(perception=perception, note=note, seconds=seconds,
-                          json_path=json_path, mask_path=mask_path)
+        result = DemoResult(perception=perception, note=upload.note, seconds=seconds,
+                            json_path=Path(), mask_path=None, original_size=upload.original_size,
+                            scale=upload.scale, hint=result_hint(self, perception, options, view))
+        result.json_path, result.mask_path = self.write_files(perception, name,
+                                                              record=result.to_dict())
+        return result
 
     # ------------------------------------------------------------------ files
-    def write_files(self, perception: Perception, name: str | None = None
-                    ) -> tuple[Path, Path | None]:
-        """Write the result JSON and (with masks) the instance mask PNG into the work folder."""
+    def write_files(self, perception: Perception, name: str | None = None, *,
+                    record: dict[str, Any] | None = None) -> tuple[Path, Path | None]:
+        """Write the result JSON and (with masks) the instance mask PNG into the work folder.
+
+        Args:
+            perception: the result.
+            name: the user's file name, for the files' names.
+            record: the JSON to write; by default ``perception.to_dict()``.
+
+        Example:
+            >>> json_path, mask_path = runner.write_files(result, "street.jpg")  # doctest: +SKIP
+        """
         from PIL import Image
 
         self._remove_old_files()
         stem = f"{_safe_stem(name)}-{uuid.uuid4().hex[:8]}"
         json_path = self.workdir / f"{stem}.json"
-        json_path.write_text(json.dumps(perception.to_dict(), indent=1), encoding="utf-8")
+        record = perception.to_dict() if record is None else record
+        json_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
         mask = instance_mask(perception)
         mask_path = None
         if mask is not None:
@@ -397,56 +477,3 @@ class DemoRunner:
                     path.unlink()
             except OSError:  # removed by another request meanwhile
                 continue
-
-
-def instance_mask(perception: Perception) -> np.ndarray | None:
-    """One image of instance ids: pixel value ``k`` is detection ``k`` (1-based), 0 is none.
-
-    Where masks overlap, the earlier detection (a higher row in the table) wins. The array
-    is ``uint8`` below 256 detections, else ``uint16``; ``None`` without masks.
-
-    Example:
-        >>> instance_mask(result).max() == len(result.detections)  # doctest: +SKIP
-        True
-    """
-    det = perception.detections
-    if det.mask is None or len(det) == 0:
-        return None
-    dtype = np.uint8 if len(det) < 256 else np.uint16
-    out = np.zeros(det.mask.shape[1:], dtype=dtype)
-    for index in range(len(det) - 1, -1, -1):
-        out[det.mask[index]] = index + 1
-    return out
-
-
-def detections_table(perception: Perception) -> list[list[Any]]:
-    """Rows of :data:`TABLE_HEADERS`: number, class, score, CLIP class and score, box.
-
-    Example:
-        >>> detections_table(result)[0][:3]  # doctest: +SKIP
-        [1, 'dog', 0.871]
-    """
-    det = perception.detections
-    clip_class = det.data.get("clip_class")
-    clip_score = det.data.get("clip_score")
-    rows = []
-    for i in range(len(det)):
-        rows.append([
-            i + 1,
-            perception.class_names[i] if perception.class_names else str(det.class_id[i]),
-            None if det.confidence is None else round(float(det.confidence[i]), 3),
-            "" if clip_class is None else str(clip_class[i]),
-            "" if clip_score is None else f"{float(clip_score[i]):.3f}",
-            *(round(float(v), 1) for v in det.xyxy[i]),
-        ])
-    return rows
-
-
-def tag_scores(perception: Perception) -> dict[str, float]:
-    """Tags as ``{name: score}``, best first.
-
-    Example:
-        >>> tag_scores(result)  # doctest: +SKIP
-        {'dog': 0.93, 'grass': 0.71}
-    """
-    return {tag.name: float(tag.score) for tag in perception.tags}

@@ -1,4 +1,9 @@
-"""Example images for the demo, drawn on the spot (no files shipped with the package)."""
+"""Example images for the demo, drawn on the spot (no files shipped with the package).
+
+Two sets: :func:`write_examples` draws two flat scenes for open-vocabulary models (the
+default Grounding DINO, SAM and CLIP), :func:`write_shapes_examples` writes scenes of the
+synthetic shapes world (:mod:`ovperc.shapes`) for the ``shapes-tiny`` toy models.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,10 @@ EXAMPLES: dict[str, str] = {
     "shapes.png": "red square, blue circle, yellow triangle",
     "house.png": "house, tree, sun",
 }
+
+#: Seed of the shapes scenes shown as examples: the scenes of ``examples/shapes`` in a
+#: checkout, held out from every seed the ``shapes-tiny`` models were trained on.
+SHAPES_SEED = 8
 
 
 def draw_example(name: str) -> Image.Image:
@@ -49,7 +58,7 @@ def draw_example(name: str) -> Image.Image:
 
 
 def write_examples(folder: str | Path) -> list[tuple[Path, str]]:
-    """Write every example image into ``folder``.
+    """Write every example image of :data:`EXAMPLES` into ``folder``.
 
     Returns:
         ``(path, suggested classes)`` pairs, for :func:`ovperc.demo.build_app`.
@@ -65,3 +74,24 @@ def write_examples(folder: str | Path) -> list[tuple[Path, str]]:
         draw_example(name).save(path, optimize=True)
         pairs.append((path, classes))
     return pairs
+
+
+def write_shapes_examples(folder: str | Path, count: int = 4) -> list[tuple[Path, str]]:
+    """Write ``count`` scenes of the shapes world (seed :data:`SHAPES_SEED`) as PNGs.
+
+    Each comes with all four shape classes, so the page shows what the toy models find
+    and what they do not.
+
+    Returns:
+        ``(path, suggested classes)`` pairs, for :func:`ovperc.demo.build_app`.
+
+    Example:
+        >>> [p.name for p, _ in write_shapes_examples(tmp_path, 2)]  # doctest: +SKIP
+        ['shapes_000.png', 'shapes_001.png']
+    """
+    from ovperc.shapes import CLASSES, generate_scenes
+    from ovperc.shapes.export import write_images
+
+    classes = ", ".join(CLASSES)
+    paths = write_images(generate_scenes(count, seed=SHAPES_SEED), folder, suffix=".png")
+    return [(path, classes) for path in paths]

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ovperc.demo import build_app
+from ovperc.demo import build_app, example_images
+from ovperc.demo.guide import SHAPES_TINY
 from tests.demo.conftest import SHAPES_CLASSES, make_pipeline
 
 pytestmark = pytest.mark.browser
@@ -51,31 +52,55 @@ def chromium_browser() -> Iterator[object]:
         browser.close()
 
 
+def _serve(app: object) -> str:
+    port = _free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+               max_file_size="50mb")
+    return f"http://127.0.0.1:{port}/"
+
+
 @pytest.fixture(scope="module")
 def server(examples: list[tuple[Path, str]]) -> Iterator[tuple[str, object]]:
     pipeline = make_pipeline()
     app = build_app(pipeline, examples=examples)
-    port = _free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-               max_file_size="50mb")
-    yield f"http://127.0.0.1:{port}/", pipeline
+    yield _serve(app), pipeline
     app.close()
 
 
-@pytest.fixture
-def page(chromium_browser: object, server: tuple[str, object]) -> Iterator[object]:
+@pytest.fixture(scope="module")
+def shapes_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The page as the shapes-tiny models get it (colour-seeing fakes run the requests)."""
+    app = build_app(make_pipeline(), guide=SHAPES_TINY,
+                    examples=example_images(SHAPES_TINY, tmp_path_factory.mktemp("shapes")))
+    yield _serve(app)
+    app.close()
+
+
+def _open(browser: object, url: str) -> object:
     """A page that records every request and console error."""
-    context = chromium_browser.new_context(viewport={"width": 1280, "height": 1000},
-                                           accept_downloads=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     page.requests, page.console_errors = [], []
     page.on("request", lambda request: page.requests.append(request.url))
     page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda error: page.console_errors.append(str(error)))
-    page.goto(server[0])
+    page.goto(url)
     page.locator("#run").wait_for()
+    return page
+
+
+@pytest.fixture
+def page(chromium_browser: object, server: tuple[str, object]) -> Iterator[object]:
+    page = _open(chromium_browser, server[0])
     yield page
-    context.close()
+    page.context.close()
+
+
+@pytest.fixture
+def shapes_page(chromium_browser: object, shapes_server: str) -> Iterator[object]:
+    page = _open(chromium_browser, shapes_server)
+    yield page
+    page.context.close()
 
 
 def _upload(page: object, path: Path) -> None:
@@ -126,11 +151,21 @@ def test_upload_type_run_shows_the_pipelines_detections(
     mask = np.asarray(Image.open(info.value.path()))
     assert mask.shape == (240, 320) and sorted(np.unique(mask)) == [0, 1, 2, 3]
 
+    # the result image offers download and full screen, not Share (it fails off Spaces)
+    page.locator("#annotated img").first.wait_for()
+    assert _button_labels(page, "#annotated") == ["Fullscreen", "Download"]
+    assert "Share" not in _button_labels(page, "#input-image")
+
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
 
     assert _only_local(page.requests) == []
     assert page.console_errors == []
+
+
+def _button_labels(page: object, selector: str) -> list[str]:
+    return [label for label in page.locator(f"{selector} button").evaluate_all(
+        "buttons => buttons.map(b => b.getAttribute('aria-label'))") if label]
 
 
 def test_non_image_upload_shows_a_message(page: object, tmp_path: Path):
@@ -158,3 +193,48 @@ def test_example_then_empty_prompt_uses_the_tags(page: object):
     page.locator("#status", has_text="Found").wait_for(timeout=30_000)
     assert "blue circle" in page.locator("#tags").inner_text()
     assert "blue circle" in page.locator("#detections").inner_text()
+    assert ("No classes given, so the detector looked for what the tagger named"
+            in page.locator("#status").inner_text())
+
+
+def test_toy_models_page_suggests_what_they_know(shapes_page: object):
+    page = shapes_page
+    four = "red circle, blue square, green triangle, yellow star"
+    classes = page.locator("#classes textarea")
+    assert classes.get_attribute("placeholder") == four
+    assert f"These toy models know only: {four}." in page.locator("#models-note").inner_text()
+
+    # the tester's first try: classes the toy models do not know
+    page.get_by_text(four, exact=True).first.click()  # the first example row
+    page.locator("#input-image img").first.wait_for()
+    assert classes.input_value() == four
+    classes.fill("house, tree, sun")
+    page.locator("#run").click()
+    status = page.locator("#status", has_text="Found 0 objects")
+    status.wait_for(timeout=30_000)
+    text = status.inner_text()
+    assert "“house”, “tree”, “sun” are not among the classes these toy models know" in text
+    assert "Nothing found. Try:" in text and "a lower box threshold" in text
+
+    classes.fill(four)
+    page.locator("#run").click()
+    # the colour-seeing fakes find the first scene's blue square
+    page.locator("#status", has_text="Found 1 object of 1 class").wait_for(timeout=30_000)
+    assert "Nothing found" not in page.locator("#status").inner_text()
+    assert "blue square" in page.locator("#detections").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-shapes-tiny.png"), full_page=True)
+    assert _only_local(page.requests) == []
+    assert page.console_errors == []
+
+
+def test_tiny_image_is_refused_on_the_page(page: object, tmp_path: Path):
+    dot = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), (214, 40, 40)).save(dot)
+    _upload(page, dot)
+    page.locator("#classes textarea").fill("red square")
+    page.locator("#run").click()
+    status = page.locator("#status", has_text="Cannot run")
+    status.wait_for(timeout=30_000)
+    assert "dot.png is 1x1 pixels: too small to find anything in" in status.inner_text()
+    assert page.locator("#detections div[role=row]").count() == 0

@@ -78,3 +78,20 @@ def test_demo_takes_the_same_model_options_as_label(monkeypatch: pytest.MonkeyPa
                                 "tagger": {"threshold": 0.1, "top_k": 3}}
     with pytest.raises(SystemExit):
         _parse(["--box-threshold", "1.5"])
+
+
+@pytest.mark.parametrize(("preset", "guide", "names"), [
+    ("shapes-tiny", "shapes-tiny", [f"shapes_00{i}.png" for i in range(4)]),
+    ("detect", "open-vocabulary", ["shapes.png", "house.png"]),
+])
+def test_examples_and_guide_follow_the_preset_models(monkeypatch: pytest.MonkeyPatch, capsys,
+                                                     preset: str, guide: str, names: list[str]):
+    launched: dict[str, Any] = {}
+    monkeypatch.setattr(demo_cli, "load_stages", lambda pipeline: None)  # the page is the point
+    monkeypatch.setattr("ovperc.demo.launch", lambda pipeline, **kw: launched.update(kw))
+    assert demo_cli.run(_parse(["--preset", preset, "--device", "cpu"])) == 0
+    assert launched["guide"].name == guide
+    assert [Path(path).name for path, _ in launched["examples"]] == names
+    assert all(Path(path).is_file() for path, _ in launched["examples"])
+    err = capsys.readouterr().err
+    assert ("These toy models know only: red circle, blue square" in err) == (guide == "shapes-tiny")

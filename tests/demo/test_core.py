@@ -138,9 +138,19 @@ def test_thresholds_filter_this_request_only(runner: DemoRunner, shapes_path: Pa
     assert runner.box_threshold == 0.3 and runner.text_threshold == 0.25
 
 
-def test_empty_prompt_uses_the_tags(runner: DemoRunner, shapes_path: Path):
-    perception = runner.run(shapes_path, RunOptions(classes="  ,  ")).perception
-    assert perception.class_names == ["blue circle", "green bar"]
+def test_empty_prompt_uses_the_tags_and_says_so(runner: DemoRunner, shapes_path: Path):
+    result = runner.run(shapes_path, RunOptions(classes=""))
+    assert result.perception.class_names == ["blue circle", "green bar"]
+    assert result.hint == ("No classes given, so the detector looked for what the tagger named: "
+                           "blue circle, green bar, sky.")
+
+
+@pytest.mark.parametrize("text", ["  ,  ", ",", " ;\n, ", "   "])
+def test_classes_that_name_nothing_are_a_message_not_the_tagger(
+        runner: DemoRunner, shapes_path: Path, text: str):
+    with pytest.raises(DemoInputError, match="which names no class. Type class names separated by "
+                                             "commas .* or clear the box to let the tagger choose"):
+        runner.run(shapes_path, RunOptions(classes=text))
 
 
 def test_detect_tags_adds_them_to_the_classes(runner: DemoRunner, shapes_path: Path):
@@ -202,6 +212,81 @@ def test_large_image_is_downscaled_with_a_note(pipeline: ovperc.Pipeline, tmp_pa
     assert "(320x240) was downscaled to 160x120" in result.note
     box = result.perception.detections.xyxy[0]
     assert np.allclose(box, [12, 20, 62, 70], atol=1.5)
+    # the JSON (page and download) says how to get back to the upload's pixels
+    for record in (result.to_dict(), json.loads(result.json_path.read_text())):
+        assert record["image_size"] == {"width": 160, "height": 120}
+        assert record["original_image_size"] == {"width": 320, "height": 240}
+        assert record["scale"] == 0.5
+        original = np.array(record["detections"][0]["box"]) / record["scale"]
+        assert np.allclose(original, [24, 40, 125, 141], atol=3)
+    assert "original size and the scale (0.5)" in result.note
+
+
+def test_json_of_an_image_kept_at_its_size_has_no_scale(runner: DemoRunner, shapes_path: Path):
+    result = runner.run(shapes_path, RunOptions(classes="red square"))
+    assert result.scale == 1.0 and result.original_size == (320, 240)
+    assert "scale" not in result.to_dict() and "original_image_size" not in result.to_dict()
+
+
+@pytest.mark.parametrize(("size", "accepted"), [
+    ((1, 1), False), ((31, 200), False), ((200, 31), False), ((32, 32), True), ((40, 300), True),
+])
+def test_tiny_images_are_refused_not_given_boxes(runner: DemoRunner, tmp_path: Path,
+                                                 size: tuple[int, int], accepted: bool):
+    path = tmp_path / "tiny.png"
+    Image.new("RGB", size, (214, 40, 40)).save(path)  # all red: the colour detector would box it
+    if accepted:
+        assert len(runner.run(str(path), RunOptions(classes="red square")).perception.detections) == 1
+        return
+    width, height = size
+    with pytest.raises(DemoInputError, match=f"tiny.png is {width}x{height} pixels: too small to "
+                                             f"find anything in. The demo needs at least 32 px"):
+        runner.run(str(path), RunOptions(classes="red square"), name="tiny.png")
+
+
+def test_a_strip_too_narrow_once_downscaled_is_refused(pipeline: ovperc.Pipeline, tmp_path: Path):
+    runner = DemoRunner(pipeline, workdir=tmp_path, limits=DemoLimits(max_side=256))
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (2000, 40)).save(path)
+    with pytest.raises(DemoInputError, match="too narrow. Downscaled to 256 px on its longer side "
+                                             "it would be 256x5, under the 32 px"):
+        runner.run(str(path), RunOptions(classes="red"), name="strip.png")
+    with pytest.raises(ValueError, match="min_side"):
+        DemoLimits(min_side=64, max_side=32)
+
+
+def test_nothing_found_says_what_to_try(runner: DemoRunner, shapes_path: Path):
+    # no purple in the image: the colour detector finds nothing
+    plain = runner.run(shapes_path, RunOptions(classes="purple cow")).hint
+    assert plain == ("Nothing found. Try:\n"
+                     "- a lower box threshold: it is at this demo's lowest (0.30); start the demo "
+                     "with a lower `--box-threshold`\n"
+                     "- other class names: short, concrete nouns for things in the picture "
+                     "(e.g. `person, bicycle, traffic light`)")
+    strict = runner.run(shapes_path, RunOptions(classes="red square", box_threshold=0.95,
+                                                text_threshold=0.7, clip_mode="reject")).hint
+    assert "- a lower box threshold (now 0.95; it goes down to 0.30)" in strict
+    assert "- a lower text threshold (now 0.70; it goes down to 0.25)" in strict
+    assert "- CLIP mode *rescore* or *relabel*: *reject* drops every box" in strict
+    # something found: no advice
+    assert runner.run(shapes_path, RunOptions(classes="red square")).hint == ""
+
+
+def test_toy_models_name_the_classes_they_know(pipeline: ovperc.Pipeline, tmp_path: Path,
+                                               shapes_path: Path):
+    from ovperc.demo.guide import SHAPES_TINY
+
+    runner = DemoRunner(pipeline, workdir=tmp_path, guide=SHAPES_TINY)
+    four = "red circle, blue square, green triangle, yellow star"
+    hint = runner.run(shapes_path, RunOptions(classes="house, tree, sun")).hint
+    assert hint.startswith(f"“house”, “tree”, “sun” are not among the classes these toy models "
+                           f"know: {four}.\n\nNothing found. Try:")
+    assert hint.endswith(f"- the classes these toy models know: {four}")
+    # found, but one class is not known: said, without the advice
+    mixed = runner.run(shapes_path, RunOptions(classes="red circle, unicorn")).hint
+    assert mixed == f"“unicorn” is not among the classes these toy models know: {four}."
+    with pytest.raises(DemoInputError, match=f"e.g. `{four}`"):
+        runner.run(shapes_path, RunOptions(classes=" , "))
 
 
 def test_old_result_files_are_removed(runner: DemoRunner, shapes_path: Path):
@@ -220,6 +305,8 @@ def test_tagger_only_pipeline_tags(tmp_path: Path, shapes_path: Path):
     assert not runner.has_detector and not runner.has_segmenter and runner.clip_modes == ()
     with pytest.raises(DemoInputError, match="switch tagging on"):
         runner.run(shapes_path, RunOptions(tagging=False))
+    silent = DemoRunner(ovperc.Pipeline(tagger=FakeTagger([])), workdir=tmp_path)
+    assert silent.run(shapes_path, RunOptions()).hint == "The tagger named nothing in this image."
 
 
 def test_runner_needs_a_detector_or_a_tagger(tmp_path: Path):

@@ -140,3 +140,145 @@ def test_tiny_models_through_the_page(tiny_grounding_dino: Path, tiny_sam: Path,
     assert status.startswith("**Found"), status
     assert result["detections"] == json.loads(json.dumps(expected["detections"]))
     assert len(table["data"]) == len(expected["detections"])
+
+
+def _components(client: TestClient) -> dict[str, dict[str, Any]]:
+    """The page's components by elem_id, as the browser receives them."""
+    config = client.get("/config").json()
+    return {c["props"]["elem_id"]: c for c in config["components"] if c["props"].get("elem_id")}
+
+
+def test_images_have_no_share_button(served):
+    client, _, _ = served
+    images = [c for c in _components(client).values() if c["type"] == "image"]
+    assert {c["props"]["elem_id"] for c in images} == {"input-image", "annotated"}
+    for image in images:
+        assert "share" not in image["props"]["buttons"], image["props"]["buttons"]
+    assert _components(client)["annotated"]["props"]["buttons"] == ["download", "fullscreen"]
+
+
+def test_open_vocabulary_models_get_everyday_suggestions(served):
+    client, _, _ = served
+    components = _components(client)
+    assert components["classes"]["props"]["placeholder"] == "person, bicycle, traffic light"
+    assert components["models-note"]["props"]["visible"] is False
+
+
+def test_shapes_tiny_models_get_shapes_examples_and_a_note(tmp_path: Path):
+    from ovperc.demo import example_images
+
+    pipeline = ovperc.Pipeline.from_preset("shapes-tiny", device="cpu")  # not loaded: not needed
+    app = build_app(pipeline, examples=example_images(build_app(pipeline).ovperc_guide, tmp_path))
+    four = "red circle, blue square, green triangle, yellow star"
+    server = gr.mount_gradio_app(FastAPI(), app, path="")
+    with TestClient(server) as client:
+        components = _components(client)
+        config = client.get("/config").json()
+    assert components["classes"]["props"]["placeholder"] == four
+    note = components["models-note"]["props"]
+    assert note["visible"] is True and f"These toy models know only: {four}." in note["value"]
+    [dataset] = [c for c in config["components"] if c["type"] == "dataset"]
+    samples = dataset["props"]["samples"]
+    assert [s[0]["orig_name"] for s in samples] == [f"shapes_00{i}.png" for i in range(4)]
+    assert {s[1] for s in samples} == {four}
+
+
+def test_tiny_image_and_nothing_found_are_explained(served, tmp_path: Path):
+    from PIL import Image
+
+    client, _, _ = served
+    path = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), (214, 40, 40)).save(path)
+    status, image, *_ = _run(client, _upload(client, path.read_bytes(), "dot.png"), "red square")
+    assert status.startswith("**Cannot run:** dot.png is 1x1 pixels: too small") and image is None
+    status, *_ = _run(client, _upload(client, _shapes_bytes(), "shapes.png"), "purple cow")
+    assert status.startswith("**Found 0 objects of 0 classes**")
+    assert "Nothing found. Try:\n- a lower box threshold" in status
+    assert "- other class names: short, concrete nouns" in status
+    status, *_ = _run(client, _upload(client, _shapes_bytes(), "shapes.png"), ", ,")
+    assert status.startswith("**Cannot run:** The classes box holds ', ,', which names no class.")
+
+
+def _shapes_bytes() -> bytes:
+    import io
+
+    from ovperc.demo.examples import draw_example
+
+    buffer = io.BytesIO()
+    draw_example("shapes.png").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _raw_run(client: TestClient, data: list[Any]) -> Any:
+    return client.post("/gradio_api/run/run", json={"data": data})
+
+
+REST = ["red square", True, False, True, True, "rescore", 0.3, 0.25]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ([{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, *REST],
+     "The image '/etc/passwd' was not uploaded to this server; only uploads are read. To send an "
+     "image, upload the file first (POST /gradio_api/upload)"),
+    (["/etc/passwd", *REST], "The image must be null or a file record; got '/etc/passwd'."),
+    ([{"path": "http://127.0.0.1:1/cat.png"}, *REST],
+     "The image 'http://127.0.0.1:1/cat.png' is a URL; this demo fetches nothing."),
+    ([None, "red"], "run takes 9 inputs (image, classes, tagging, detect_tags, segment, classify, "
+                    "clip_mode, box_threshold, text_threshold); got 2."),
+    ([None, "red", "false", False, True, True, "rescore", 0.3, 0.25],
+     "tagging must be true or false; got 'false'."),
+    ([None, "red", True, False, True, True, "rescore", 5, 0.25],
+     "box_threshold must be a number from 0 to 1; got 5."),
+    ([None, ["red"], True, False, True, True, "rescore", 0.3, 0.25],
+     "classes must be a string; got ['red']."),
+])
+def test_bad_api_requests_get_a_message_and_one_log_line(
+        served, data: list[Any], message: str, caplog: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture):
+    client, _, _ = served
+    caplog.set_level("WARNING")
+    response = _raw_run(client, data)
+    assert response.status_code == 500
+    assert response.json()["error"].startswith(message), response.json()
+    records = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert [r.name for r in records] == ["ovperc.demo.api"]
+    assert records[0].getMessage().startswith("refused a demo API request: " + message)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_gradios_own_refusals_become_messages_too(served, caplog: pytest.LogCaptureFixture,
+                                                  capfd: pytest.CaptureFixture):
+    client, _, _ = served
+    caplog.set_level("WARNING")
+    upload = _upload(client, _shapes_bytes(), "shapes.png")
+    upload["size"] = "large"  # a file record Gradio's own model refuses
+    response = _raw_run(client, [upload, *REST])
+    assert response.status_code == 500
+    assert response.json()["error"].startswith(
+        "The request's inputs were refused (ValidationError). To send an image, upload the file")
+    [record] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "ValidationError" in record.getMessage() and "\n" not in record.getMessage()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_queue_clients_get_the_message(served):
+    """What gradio_client uses: join the queue, then read the event stream."""
+    client, _, _ = served
+    response = client.post("/gradio_api/call/run",
+                           json={"data": [{"path": "/etc/passwd"}, *REST]})
+    assert response.status_code == 200, response.text
+    stream = client.get(f"/gradio_api/call/run/{response.json()['event_id']}").text
+    assert "event: error" in stream
+    assert "was not uploaded to this server" in stream
+
+
+def test_examples_from_a_folder_get_the_guides_classes(examples: list[tuple[Path, str]]):
+    from ovperc.demo.guide import SHAPES_TINY
+
+    (first, _), (second, _) = examples
+    app = build_app(make_pipeline(), guide=SHAPES_TINY,
+                    examples=[first, (second, "blue square"), first])
+    with TestClient(gr.mount_gradio_app(FastAPI(), app, path="")) as client:
+        [dataset] = [c for c in client.get("/config").json()["components"] if c["type"] == "dataset"]
+    assert [s[1] for s in dataset["props"]["samples"]] == [
+        SHAPES_TINY.example_classes, "blue square", SHAPES_TINY.example_classes]
