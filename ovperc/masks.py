@@ -114,6 +114,23 @@ def mask_polygons(mask: np.ndarray, approximation: float = 0.5) -> list[np.ndarr
     return sorted(polygons, key=lambda p: -len(p))
 
 
+def instance_ids(masks: np.ndarray, image_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """One array of instance ids: pixel value k is mask k (1-based), 0 none; where masks
+    overlap the later mask wins. ``uint8`` for up to 255 masks, ``uint16`` beyond.
+
+    Example:
+        >>> m = np.zeros((2, 2, 3), bool); m[0, :, :2] = True; m[1, :, 1:] = True
+        >>> instance_ids(m)[0].tolist()
+        [1, 2, 2]
+    """
+    masks = np.asarray(masks, dtype=bool)
+    shape = tuple(image_hw) if image_hw is not None else masks.shape[1:]
+    ids = np.zeros(shape, dtype=np.uint8 if len(masks) <= 255 else np.uint16)
+    for k in range(len(masks)):
+        ids[masks[k]] = k + 1
+    return ids
+
+
 def encode_instance_png(masks: np.ndarray, image_hw: tuple[int, int]) -> bytes:
     """An instance-id PNG: 0 is background, k the k-th mask (later masks drawn on top).
 
@@ -126,13 +143,8 @@ def encode_instance_png(masks: np.ndarray, image_hw: tuple[int, int]) -> bytes:
     """
     from PIL import Image
 
-    n = len(masks)
-    dtype = np.uint8 if n <= 255 else np.uint16
-    canvas = np.zeros(image_hw, dtype=dtype)
-    for k in range(n):
-        canvas[masks[k]] = k + 1
     buffer = io.BytesIO()
-    Image.fromarray(canvas).save(buffer, format="PNG")
+    Image.fromarray(instance_ids(masks, image_hw)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

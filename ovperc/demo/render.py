@@ -96,8 +96,9 @@ def annotate(perception: Perception, image: np.ndarray | None = None, *,
 def instance_mask(perception: Perception) -> np.ndarray | None:
     """One image of instance ids: pixel value ``k`` is detection ``k`` (1-based), 0 is none.
 
-    Where masks overlap, the earlier detection (a higher row in the table) wins. The array
-    is ``uint8`` below 256 detections, else ``uint16``; ``None`` without masks.
+    Where masks overlap, the later detection wins, as in every mask ovperc writes
+    (:func:`ovperc.masks.instance_ids`). The array is ``uint8`` up to 255 detections, else
+    ``uint16``; ``None`` without masks.
 
     Example:
         >>> instance_mask(result).max() == len(result.detections)  # doctest: +SKIP
@@ -106,11 +107,9 @@ def instance_mask(perception: Perception) -> np.ndarray | None:
     det = perception.detections
     if det.mask is None or len(det) == 0:
         return None
-    dtype = np.uint8 if len(det) < 256 else np.uint16
-    out = np.zeros(det.mask.shape[1:], dtype=dtype)
-    for index in range(len(det) - 1, -1, -1):
-        out[det.mask[index]] = index + 1
-    return out
+    from ovperc.masks import instance_ids
+
+    return instance_ids(det.mask)
 
 
 def detections_table(perception: Perception) -> list[list[Any]]:

@@ -65,11 +65,11 @@ def test_files_hold_the_result(runner: DemoRunner, shapes_path: Path):
     det = result.perception.detections
     assert mask.shape == (240, 320)
     assert sorted(np.unique(mask)) == [0, 1, 2, 3]
-    # pixel value k is detection k (1-based); the first detection wins overlaps
-    assert np.array_equal(mask == 1, det.mask[0])
+    # pixel value k is detection k (1-based); the later detection wins overlaps
+    assert np.array_equal(mask == len(det), det.mask[-1])
 
 
-def test_instance_mask_first_detection_wins_and_widens_past_255():
+def test_instance_mask_later_detection_wins_and_widens_past_255():
     import supervision as sv
 
     masks = np.zeros((300, 4, 5), dtype=bool)
@@ -80,7 +80,7 @@ def test_instance_mask_first_detection_wins_and_widens_past_255():
         tags=[], image_size=(5, 4))
     out = instance_mask(perception)
     assert out.dtype == np.uint16
-    assert out[1, 1] == 1 and out[0, 0] == 1 and out[3, 4] == 0
+    assert out[1, 1] == 300 and out[0, 0] == 1 and out[3, 4] == 0
 
 
 def test_table_rows(runner: DemoRunner, shapes_path: Path):
