@@ -113,7 +113,12 @@ class ClassThresholds:
                         f"got {type(value).__name__}")
 
     def threshold(self, name: str) -> float | None:
-        """The threshold of class ``name`` (its own, else the default, else ``None``)."""
+        """The threshold of class ``name`` (its own, else the default, else ``None``).
+
+        Example:
+            >>> ClassThresholds({"dog": 0.4}, default=0.3).threshold("cat")
+            0.3
+        """
         return self.classes.get(_name(name), self.default)
 
     def check_classes(self, known: Iterable[str]) -> None:

@@ -420,7 +420,12 @@ def pair_datasets(
 
 
 def no_scores_message(predictions: str | Path) -> str:
-    """Why a dataset without confidences cannot be thresholded, and how to get them."""
+    """Why a dataset without confidences cannot be thresholded, and how to get them.
+
+    Example:
+        >>> no_scores_message("auto/").startswith("auto/: no predicted box carries a confidence")
+        True
+    """
     return (f"{predictions}: no predicted box carries a confidence, so there is nothing to "
             "threshold or rank; label with ovperc label (YOLO keeps scores in scores/ next to "
             "labels/, COCO in 'score', VOC in <score>) or add a 6th column to YOLO box lines")
