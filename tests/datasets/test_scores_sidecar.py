@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,15 @@ def write_sidecars(root: Path, scores: dict[str, list[float]], sub: str = "") ->
         path.write_text("".join(f"{v:.4f}\n" for v in values), encoding="utf-8")
 
 
+def unscored_yolo(root: Path, images: dict, classes: list[str] | None = None) -> Path:
+    """A YOLO dataset without any confidence, as other tools write them."""
+    pred = write_predictions(root, "yolo", images, *([classes] if classes else []))
+    shutil.rmtree(pred / "scores", ignore_errors=True)
+    return pred
+
+
 def yolo_predictions(tmp_path: Path, sidecars: bool = True) -> Path:
-    pred = write_predictions(tmp_path / "pred", "yolo", PRED)
+    pred = unscored_yolo(tmp_path / "pred", PRED)
     if sidecars:
         write_sidecars(pred, {name: scores for name, (_, scores) in PRED.items()})
     return pred
@@ -89,7 +97,7 @@ def test_malformed_sidecar_is_ignored_with_a_warning(tmp_path, caplog, content, 
 
 
 def test_sidecar_wins_over_a_sixth_column(tmp_path):
-    pred = write_predictions(tmp_path / "pred", "yolo", {"a.png": PRED["a.png"]})
+    pred = unscored_yolo(tmp_path / "pred", {"a.png": PRED["a.png"]})
     label = pred / "labels" / "a.txt"
     label.write_text("".join(f"{line} 0.1\n" for line in label.read_text().splitlines()))
     assert load_dataset(pred).images()["a.png"].detections.confidence.tolist() == pytest.approx([0.1] * 2)
@@ -136,3 +144,16 @@ def test_some_boxes_without_scores_are_counted(tmp_path, capsys):
     assert main(["evaluate", str(pred), str(gt)]) == 0
     assert "without a confidence (counted as 1.0): 3 of 5" in capsys.readouterr().out
     assert np.isfinite(result.sweep[0].precision)
+
+
+def test_yolo_written_by_ovperc_keeps_its_scores(tmp_path):
+    gt = write_yolo_gt(tmp_path / "gt", GT)
+    pred = write_predictions(tmp_path / "pred", "yolo", PRED)
+    if not (pred / "scores").is_dir():
+        pytest.skip("this checkout's YOLO writer writes no scores sidecar yet")
+
+    result = evaluate(pred, gt, sweep=[0.55, 0.75])
+
+    assert result.has_scores and result.unscored_boxes == 0
+    assert result.boxes.per_class[1].ap50 == pytest.approx(34 / 101)
+    assert [p.predictions for p in result.sweep] == [4, 2]

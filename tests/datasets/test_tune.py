@@ -9,6 +9,7 @@ from ovperc.datasets.scoring import NoScoresError, evaluate
 from ovperc.datasets.tuning import format_tuning, tune_thresholds
 from ovperc.thresholds import HEADER, ClassThresholds, read_thresholds
 from tests.datasets.helpers import write_coco_gt, write_predictions, write_yolo_gt
+from tests.datasets.test_scores_sidecar import unscored_yolo
 
 CLASSES = ["cat", "dog", "bird"]
 G1, G2, G3 = [10, 10, 50, 50], [60, 60, 100, 100], [10, 60, 40, 100]
@@ -100,7 +101,7 @@ def test_strict_iou_turns_loose_boxes_into_false_positives(tmp_path):
 
 def test_predictions_without_scores_are_refused(tmp_path):
     hand = write_coco_gt(tmp_path / "hand", HAND, CLASSES)
-    auto = write_predictions(tmp_path / "auto", "yolo", AUTO, CLASSES)  # no scores sidecar
+    auto = unscored_yolo(tmp_path / "auto", AUTO, CLASSES)
     with pytest.raises(NoScoresError, match="no predicted box carries a confidence"):
         tune_thresholds(auto, hand)
 
@@ -136,7 +137,7 @@ def test_cli_replaces_only_its_own_file(datasets, tmp_path, capsys):
 
 def test_cli_refuses_unscored_predictions_and_bad_options(tmp_path, capsys):
     hand = write_coco_gt(tmp_path / "hand", HAND, CLASSES)
-    auto = write_predictions(tmp_path / "auto", "yolo", AUTO, CLASSES)
+    auto = unscored_yolo(tmp_path / "auto", AUTO, CLASSES)
     out = tmp_path / "t.yaml"
 
     assert main(["tune", str(auto), str(hand), "--out", str(out)]) == 2
