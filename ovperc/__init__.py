@@ -28,10 +28,13 @@ _LAZY = {
     "ModelNotAvailableError": "ovperc.hub",
     "PRESETS": "ovperc.presets",
     "stages": "ovperc.stages",
+    "ClassThresholds": "ovperc.thresholds",
+    "read_thresholds": "ovperc.thresholds",
 }
 
 __all__ = [
     "PRESETS",
+    "ClassThresholds",
     "ImageError",
     "ModelNotAvailableError",
     "Ontology",
@@ -40,6 +43,7 @@ __all__ = [
     "Tag",
     "__version__",
     "load_image",
+    "read_thresholds",
     "stages",
 ]
 
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
     from ovperc.pipeline import Pipeline
     from ovperc.presets import PRESETS
     from ovperc.result import Perception
+    from ovperc.thresholds import ClassThresholds, read_thresholds
     from ovperc.types import Tag
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -15,6 +15,7 @@ from ovperc.ontology import ClassesLike, Ontology
 from ovperc.prefetch import decode_images
 from ovperc.presets import build_preset
 from ovperc.result import Perception
+from ovperc.thresholds import ClassThresholds
 from ovperc.types import Tag
 
 if TYPE_CHECKING:
@@ -53,6 +54,12 @@ class Pipeline:
             duplicate boxes.
         nms_iou: IoU above which the weaker box is suppressed (default 0.5).
         keep_images: keep each decoded image in its :class:`Perception` (for ``annotate``).
+        class_thresholds: per-class confidence thresholds (``{"dog": 0.4}`` or a
+            :class:`~ovperc.thresholds.ClassThresholds` with a default, e.g. from
+            :func:`~ovperc.thresholds.read_thresholds`): boxes below their class's threshold
+            are dropped after prompts are mapped to classes, before segmenting; with a
+            classifier, after it (it may change a box's class and score). A class named
+            there but not among the classes asked for is an error before any model runs.
 
     Example:
         >>> pipe = Pipeline.from_preset("detect+segment")  # doctest: +SKIP
@@ -70,6 +77,7 @@ class Pipeline:
         nms: NmsMode = "class",
         nms_iou: float = 0.5,
         keep_images: bool = True,
+        class_thresholds: Mapping[str, float] | ClassThresholds | None = None,
     ) -> None:
         if nms not in NMS_MODES:
             raise ValueError(f"nms must be one of {NMS_MODES}, got {nms!r}")
@@ -84,6 +92,8 @@ class Pipeline:
         self.nms: NmsMode = nms
         self.nms_iou = nms_iou
         self.keep_images = keep_images
+        self.class_thresholds = (None if class_thresholds is None
+                                 else ClassThresholds.from_any(class_thresholds))
 
     @classmethod
     def from_preset(
@@ -233,6 +243,10 @@ class Pipeline:
         if n == 0:
             return []
         sources = list(sources) if sources is not None else [None] * n
+        thresholds = self.class_thresholds
+        if thresholds is not None and classes is not None and detections is None \
+                and not (tag_merge and self.tagger is not None):
+            thresholds.check_classes(classes.classes)
         timings: list[dict[str, float]] = [{} for _ in range(n)]
 
         def timed(stage: str, fn: Any, *args: Any) -> Any:
@@ -270,6 +284,9 @@ class Pipeline:
         else:
             dets = [_empty_detections() for _ in range(n)]
 
+        if thresholds is not None and self.classifier is None:
+            dets = [thresholds.filter(d) for d in dets]
+
         if self.nms != "none":
             dets = [self._suppress(d) for d in dets]
 
@@ -282,6 +299,8 @@ class Pipeline:
             if run_ontology is not None:
                 dets = timed("classify", self.classifier.classify, list(images), dets, local)
                 dets = [self._sync_ids(d, run_ontology) for d in dets]
+            if thresholds is not None:
+                dets = [thresholds.filter(d) for d in dets]
 
         return [
             Perception(

@@ -52,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--sweep", nargs="?", type=_thresholds, metavar="T1,T2,...",
                         const=list(DEFAULT_SWEEP),
                         help="also report box scores at several confidence thresholds "
-                             f"(default {','.join(str(t) for t in DEFAULT_SWEEP)})")
+                             f"(default {','.join(str(t) for t in DEFAULT_SWEEP)}); refused "
+                             "when PRED carries no confidences")
     parser.set_defaults(func=run)
     return parser
 

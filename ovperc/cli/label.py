@@ -165,6 +165,8 @@ def run_label(args: argparse.Namespace) -> int:
         tags = ontology is None or args.tag_merge
         preset = choose_preset(args, masks=masks, tags=tags)
         pipeline = build_pipeline(args, preset=preset)
+        if pipeline.class_thresholds is not None and not tags:
+            pipeline.class_thresholds.check_classes(ontology.classes)
         if tags and pipeline.tagger is None:
             raise ValueError("no --classes or --ontology given and the chain has no tagger: "
                              "give classes, or a preset/--tagger that tags")

@@ -132,6 +132,9 @@ def add_threshold_options(parser: argparse.ArgumentParser, *, batching: bool = T
                        help="minimum tag score for a tag to be used (tagger default)")
     group.add_argument("--max-tags", type=positive_int, metavar="N",
                        help="use at most N tags per image (tagger default 10)")
+    group.add_argument("--thresholds", type=Path, metavar="FILE",
+                       help="per-class confidence thresholds (YAML 'default' and 'classes', as "
+                            "ovperc tune writes); boxes below their class's threshold are dropped")
     if batching:
         speed = parser.add_argument_group("throughput")
         speed.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
@@ -208,9 +211,11 @@ def build_pipeline(args: argparse.Namespace, *, preset: str, keep_images: bool =
         >>> pipe = build_pipeline(args, preset="detect+segment")  # doctest: +SKIP
     """
     from ovperc.pipeline import Pipeline
+    from ovperc.thresholds import read_thresholds
 
     models = chosen_models(args, preset)
     options = {role: kw for role, kw in stage_options(args).items() if role in models and kw}
+    thresholds = getattr(args, "thresholds", None)
     return Pipeline.from_preset(
         preset,
         device=args.device,
@@ -219,6 +224,7 @@ def build_pipeline(args: argparse.Namespace, *, preset: str, keep_images: bool =
         nms=args.nms,
         nms_iou=args.nms_iou,
         keep_images=keep_images,
+        class_thresholds=None if thresholds is None else read_thresholds(thresholds),
         **{role: getattr(args, role, None) for role in ROLES},
     )
 
@@ -229,7 +235,11 @@ def run_signature(args: argparse.Namespace, *, preset: str) -> dict[str, Any]:
     Device, batch size and decoding threads are left out, so a run may be resumed on
     another machine or with another batch size.
     """
+    from ovperc.thresholds import read_thresholds
+
     models = chosen_models(args, preset)
+    thresholds = getattr(args, "thresholds", None)
+    extra = {} if thresholds is None else {"class_thresholds": read_thresholds(thresholds).to_dict()}
     return {
         "preset": preset,
         "models": {role: _spec(models[role]) for role in ROLES if role in models},
@@ -237,6 +247,7 @@ def run_signature(args: argparse.Namespace, *, preset: str) -> dict[str, Any]:
         "nms": args.nms,
         "nms_iou": args.nms_iou,
         "stage_options": {r: kw for r, kw in stage_options(args).items() if r in models and kw},
+        **extra,
     }
 
 

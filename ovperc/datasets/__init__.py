@@ -18,6 +18,8 @@ _LAZY = {
     "evaluate": "ovperc.datasets.scoring",
     "Evaluation": "ovperc.datasets.scoring",
     "ClassMismatchError": "ovperc.datasets.scoring",
+    "NoScoresError": "ovperc.datasets.scoring",
+    "tune_thresholds": "ovperc.datasets.tuning",
     "segment_dataset": "ovperc.datasets.segment",
     "export_label_studio": "ovperc.datasets.label_studio",
 }

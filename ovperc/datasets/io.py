@@ -9,8 +9,11 @@ sub-folder, e.g. ``train/`` and ``valid/``, each laid out the same way):
 
 * **YOLO**: ``data.yaml`` (class ``names``) at the root, ``images/`` and ``labels/`` side
   by side (``labels/x.txt`` for ``images/x.jpg``, sub-folders mirrored), or per split
-  ``train/images`` + ``train/labels``. A sixth value on a box line (or a trailing odd value
-  on a polygon line) is read as the confidence.
+  ``train/images`` + ``train/labels``. Confidences come from the scores sidecar that
+  ``ovperc label`` writes and YOLO trainers ignore: for ``<X>/labels/<sub>/<stem>.txt`` it
+  is ``<X>/scores/<sub>/<stem>.txt``, one confidence per line (``0.8734``), in the order
+  of the label file's lines. A sixth value on a box line (or a trailing odd value on a
+  polygon line) is read as the confidence too.
 * **COCO**: ``annotations.json`` (or any ``*.json`` holding ``images``, ``annotations``
   and ``categories``) with ``file_name`` relative to ``images/`` next to it (or to the
   json's own folder when there is no ``images/``). ``score`` is read as the confidence.
@@ -375,6 +378,7 @@ def _read_split(split: Split, classes: list[str]) -> Iterator[LabeledImage]:
         parts = [(d, split.annotations / d.relative_to(split.images_dir))
                  for d in _image_dirs(split.images_dir)]
     for images_dir, ann in parts:
+        scores_dir = _yolo_scores_dir(split, images_dir) if split.format == "yolo" else None
         if split.format == "yolo":
             assert split.data_yaml is not None
             ds = sv.DetectionDataset.from_yolo(str(images_dir), str(ann), str(split.data_yaml))
@@ -391,7 +395,8 @@ def _read_split(split: Split, classes: list[str]) -> Iterator[LabeledImage]:
                 path = split.images_dir / path.relative_to(resolved)
             det = _normalise(ds.annotations[image_path], ds.classes, classes)
             if split.format == "yolo":
-                conf = _yolo_scores(ann / f"{path.stem}.txt")
+                assert scores_dir is not None
+                conf = _yolo_scores(ann / f"{path.stem}.txt", scores_dir / f"{path.stem}.txt")
             elif split.format == "coco":
                 conf = coco_scores.get(path.relative_to(split.images_dir).as_posix())
             else:
@@ -416,19 +421,49 @@ def _normalise(det: sv.Detections, local: list[str], classes: list[str]) -> sv.D
     return det
 
 
-def _yolo_scores(label: Path) -> list[float] | None:
-    """Per-line confidences of a YOLO label file, when every line has one."""
+def _yolo_scores_dir(split: Split, images_dir: Path) -> Path:
+    """The scores sidecar folder for one images folder: ``labels`` replaced by ``scores``."""
+    return split.annotations.with_name("scores") / images_dir.relative_to(split.images_dir)
+
+
+def _yolo_scores(label: Path, sidecar: Path) -> list[float] | None:
+    """Per-line confidences of a YOLO label file: its sidecar's, else a last column on every line.
+
+    A sidecar that does not hold one number in [0, 1] per label line is ignored with a warning.
+    """
     if not label.is_file():
         return None
+    lines = [line.split() for line in label.read_text(encoding="utf-8").splitlines()]
+    lines = [tokens for tokens in lines if tokens]
+    if sidecar.is_file():
+        scores = _sidecar_scores(sidecar, len(lines))
+        if scores is not None:
+            return scores
     scores = []
-    for line in label.read_text(encoding="utf-8").splitlines():
-        tokens = line.split()
-        if not tokens:
-            continue
+    for tokens in lines:
         if len(tokens) == 6 or (len(tokens) > 6 and len(tokens) % 2 == 0):
             scores.append(float(tokens[-1]))
         else:
             return None
+    return scores
+
+
+def _sidecar_scores(sidecar: Path, count: int) -> list[float] | None:
+    """The confidences of a scores sidecar, or ``None`` (with a warning) when it is malformed."""
+    values = [line.strip() for line in sidecar.read_text(encoding="utf-8").splitlines()]
+    values = [v for v in values if v]
+    try:
+        scores = [float(v) for v in values]
+    except ValueError as exc:
+        logger.warning("%s: not one confidence per line (%s); its scores are ignored", sidecar, exc)
+        return None
+    if len(scores) != count:
+        logger.warning("%s: %d scores for %d label lines; its scores are ignored",
+                       sidecar, len(scores), count)
+        return None
+    if any(not 0.0 <= s <= 1.0 for s in scores):
+        logger.warning("%s: confidences outside [0, 1]; its scores are ignored", sidecar)
+        return None
     return scores
 
 

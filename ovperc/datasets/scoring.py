@@ -33,6 +33,10 @@ class ClassMismatchError(ValueError):
     """The predictions name classes the ground truth does not have."""
 
 
+class NoScoresError(ValueError):
+    """A confidence threshold was asked for but no predicted box carries a confidence."""
+
+
 @dataclass
 class ClassScores:
     """Scores of one ground-truth class (IoU 0.5 for precision and recall).
@@ -96,6 +100,9 @@ class Evaluation:
         missing_in_ground_truth: keys of predicted images the ground truth lacks.
         sweep: box scores at several confidence thresholds (``None`` unless asked).
         class_map: the prediction class renames applied.
+        predicted_boxes: predicted boxes scored.
+        unscored_boxes: how many of them were read without a confidence (each counted as
+            1.0); when that is all of them, AP does not rank anything (see :attr:`has_scores`).
     """
 
     classes: list[str]
@@ -106,6 +113,13 @@ class Evaluation:
     missing_in_ground_truth: list[str] = field(default_factory=list)
     sweep: list[SweepPoint] | None = None
     class_map: dict[str, str] = field(default_factory=dict)
+    predicted_boxes: int = 0
+    unscored_boxes: int = 0
+
+    @property
+    def has_scores(self) -> bool:
+        """False when predicted boxes exist and none of them carries a confidence."""
+        return not (self.predicted_boxes and self.unscored_boxes == self.predicted_boxes)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict.
@@ -113,7 +127,7 @@ class Evaluation:
         Example:
             >>> json.dumps(evaluation.to_dict())  # doctest: +SKIP
         """
-        return _clean_floats(asdict(self))
+        return _clean_floats({**asdict(self), "has_scores": self.has_scores})
 
 
 def _clean_floats(value: Any) -> Any:
@@ -175,9 +189,17 @@ def _rename(det: sv.Detections, class_map: Mapping[str, str], classes: list[str]
     names = [n for n in names if n]
     det.class_id = np.array([classes.index(n) for n in names], dtype=int)
     det.data["class_name"] = np.array(names, dtype=object)
-    if det.confidence is None:
-        det.confidence = np.ones(len(det), dtype=np.float32)  # no scores: every box counts as sure
     return det
+
+
+def _count_unscored(dets: Sequence[sv.Detections]) -> int:
+    """Boxes without a confidence; they get 1.0 (every box counts as sure)."""
+    unscored = 0
+    for det in dets:
+        if det.confidence is None:
+            unscored += len(det)
+            det.confidence = np.ones(len(det), dtype=np.float32)
+    return unscored
 
 
 def check_classes(pred_classes: Sequence[str], gt_classes: Sequence[str],
@@ -317,38 +339,55 @@ def sweep_thresholds(
     return points
 
 
-def evaluate(
+@dataclass
+class PairedDatasets:
+    """Two datasets' detections paired image by image (see :func:`pair_datasets`).
+
+    Attributes:
+        classes: the ground truth's class names; ``class_id`` on both sides indexes them.
+        keys: the image keys present on both sides, sorted.
+        predictions, targets: detections per key (predictions renamed by the class map;
+            a prediction without a confidence gets 1.0).
+        missing_in_predictions: keys of ground-truth images the predictions lack.
+        missing_in_ground_truth: keys of predicted images the ground truth lacks.
+        predicted_boxes: predicted boxes on the paired images.
+        unscored_boxes: how many of them had no confidence in the files.
+    """
+
+    classes: list[str]
+    keys: list[str]
+    predictions: list[sv.Detections]
+    targets: list[sv.Detections]
+    missing_in_predictions: list[str]
+    missing_in_ground_truth: list[str]
+    predicted_boxes: int
+    unscored_boxes: int
+
+    @property
+    def has_scores(self) -> bool:
+        """False when predicted boxes exist and none of them carries a confidence."""
+        return not (self.predicted_boxes and self.unscored_boxes == self.predicted_boxes)
+
+
+def pair_datasets(
     predictions: str | Path,
     ground_truth: str | Path,
     *,
     pred_format: str = "auto",
     gt_format: str = "auto",
     class_map: Mapping[str, str] | None = None,
-    sweep: Sequence[float] | None = None,
-) -> Evaluation:
-    """Compare a labelled dataset with a ground-truth dataset (any pair of formats).
-
-    Images are paired by key (split + path relative to the images folder); only images
-    present on both sides are scored and the others are listed in the result. Class names
-    are matched by name onto the ground truth's classes; ``class_map`` renames (or, with
-    an empty new name, drops) prediction classes first.
-
-    Args:
-        predictions: the dataset to score (e.g. written by ``ovperc label``).
-        ground_truth: the hand-labelled dataset.
-        pred_format, gt_format: ``auto``, ``yolo``, ``coco`` or ``voc``.
-        class_map: ``prediction name -> ground-truth name``.
-        sweep: confidence thresholds to report box scores at (``None``: no sweep).
+) -> PairedDatasets:
+    """Read two datasets and pair their images by key, with the ground truth's class ids.
 
     Raises:
-        ClassMismatchError: a prediction class is not a ground-truth class.
+        ClassMismatchError: a prediction class (after ``class_map``) is not a ground-truth class.
         DatasetError: a folder is not a dataset of the given format.
         ValueError: no image is on both sides.
 
     Example:
-        >>> result = evaluate("auto-labels/", "hand-labels/")  # doctest: +SKIP
-        >>> result.boxes.map50  # doctest: +SKIP
-        0.71
+        >>> paired = pair_datasets("auto-labels/", "hand-labels/")  # doctest: +SKIP
+        >>> len(paired.keys), paired.has_scores  # doctest: +SKIP
+        (120, True)
     """
     class_map = dict(class_map or {})
     pred_ds = load_dataset(predictions, pred_format)
@@ -374,20 +413,82 @@ def evaluate(
         )
     preds = [_rename(pred_images[k].detections, class_map, classes) for k in common]
     gts = [_rename(gt_images[k].detections, {}, classes) for k in common]
+    unscored = _count_unscored(preds)
+    _count_unscored(gts)
+    return PairedDatasets(classes, common, preds, gts, missing_pred, missing_gt,
+                          sum(len(p) for p in preds), unscored)
 
+
+def no_scores_message(predictions: str | Path) -> str:
+    """Why a dataset without confidences cannot be thresholded, and how to get them.
+
+    Example:
+        >>> no_scores_message("auto/").startswith("auto/: no predicted box carries a confidence")
+        True
+    """
+    return (f"{predictions}: no predicted box carries a confidence, so there is nothing to "
+            "threshold or rank; label with ovperc label (YOLO keeps scores in scores/ next to "
+            "labels/, COCO in 'score', VOC in <score>) or add a 6th column to YOLO box lines")
+
+
+def evaluate(
+    predictions: str | Path,
+    ground_truth: str | Path,
+    *,
+    pred_format: str = "auto",
+    gt_format: str = "auto",
+    class_map: Mapping[str, str] | None = None,
+    sweep: Sequence[float] | None = None,
+) -> Evaluation:
+    """Compare a labelled dataset with a ground-truth dataset (any pair of formats).
+
+    Images are paired by key (split + path relative to the images folder); only images
+    present on both sides are scored and the others are listed in the result. Class names
+    are matched by name onto the ground truth's classes; ``class_map`` renames (or, with
+    an empty new name, drops) prediction classes first. Predicted boxes without a
+    confidence count as 1.0; the result says how many there were.
+
+    Args:
+        predictions: the dataset to score (e.g. written by ``ovperc label``).
+        ground_truth: the hand-labelled dataset.
+        pred_format, gt_format: ``auto``, ``yolo``, ``coco`` or ``voc``.
+        class_map: ``prediction name -> ground-truth name``.
+        sweep: confidence thresholds to report box scores at (``None``: no sweep).
+
+    Raises:
+        ClassMismatchError: a prediction class is not a ground-truth class.
+        DatasetError: a folder is not a dataset of the given format.
+        NoScoresError: a sweep was asked for but no predicted box has a confidence.
+        ValueError: no image is on both sides.
+
+    Example:
+        >>> result = evaluate("auto-labels/", "hand-labels/")  # doctest: +SKIP
+        >>> result.boxes.map50  # doctest: +SKIP
+        0.71
+    """
+    paired = pair_datasets(predictions, ground_truth, pred_format=pred_format,
+                           gt_format=gt_format, class_map=class_map)
+    if sweep is not None and not paired.has_scores:
+        raise NoScoresError(f"--sweep needs confidences: {no_scores_message(predictions)}")
+    if paired.unscored_boxes:
+        logger.warning("%d of %d predicted boxes carry no confidence; each counts as 1.0",
+                       paired.unscored_boxes, paired.predicted_boxes)
+    preds, gts, classes = paired.predictions, paired.targets, paired.classes
     boxes = score_detections(preds, gts, classes, "boxes")
     masks = score_detections(preds, gts, classes, "masks") if _has_masks(preds) and _has_masks(gts) \
         else None
     points = sweep_thresholds(preds, gts, classes, sweep) if sweep is not None else None
     return Evaluation(
         classes=classes,
-        images=len(common),
+        images=len(paired.keys),
         boxes=boxes,
         masks=masks,
-        missing_in_predictions=missing_pred,
-        missing_in_ground_truth=missing_gt,
+        missing_in_predictions=paired.missing_in_predictions,
+        missing_in_ground_truth=paired.missing_in_ground_truth,
         sweep=points,
-        class_map=class_map,
+        class_map=dict(class_map or {}),
+        predicted_boxes=paired.predicted_boxes,
+        unscored_boxes=paired.unscored_boxes,
     )
 
 
@@ -403,6 +504,13 @@ def format_report(result: Evaluation) -> str:
         >>> print(format_report(evaluate("auto/", "hand/")))  # doctest: +SKIP
     """
     lines = [f"images scored: {result.images}"]
+    if not result.has_scores:
+        lines.append("predictions carry no confidences: every box counts as 1.0, so AP is a "
+                     "single precision/recall point, not a ranking (a confidence sweep or "
+                     "threshold tuning needs scores)")
+    elif result.unscored_boxes:
+        lines.append(f"predicted boxes without a confidence (counted as 1.0): "
+                     f"{result.unscored_boxes} of {result.predicted_boxes}")
     if result.missing_in_predictions:
         lines.append(f"ground-truth images missing from the predictions: "
                      f"{len(result.missing_in_predictions)} (e.g. {result.missing_in_predictions[0]})")
