@@ -148,8 +148,11 @@ def encode_instance_png(masks: np.ndarray, image_hw: tuple[int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def decode_instance_png(path: str | os.PathLike) -> np.ndarray:
-    """Read an instance PNG back as a ``(N, H, W)`` bool array (N = largest id).
+def decode_instance_png(path: str | os.PathLike, count: int | None = None) -> np.ndarray:
+    """Read an instance PNG back as a ``(N, H, W)`` bool array.
+
+    ``N`` is ``count`` when given (the number of objects the annotations list: an object
+    hidden under later ones gets an empty mask), else the largest id in the PNG.
 
     Example:
         >>> decode_instance_png("dataset/masks/a.png").shape  # doctest: +SKIP
@@ -159,5 +162,5 @@ def decode_instance_png(path: str | os.PathLike) -> np.ndarray:
 
     with Image.open(path) as img:
         ids = np.asarray(img)
-    n = int(ids.max(initial=0))
+    n = int(ids.max(initial=0)) if count is None else count
     return np.stack([ids == k for k in range(1, n + 1)]) if n else np.zeros((0, *ids.shape), bool)

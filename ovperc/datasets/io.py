@@ -39,6 +39,8 @@ from xml.etree import ElementTree
 
 import numpy as np
 
+from ovperc.masks import decode_instance_png
+
 if TYPE_CHECKING:
     import supervision as sv
 
@@ -406,7 +408,7 @@ def _read_split(split: Split, classes: list[str]) -> Iterator[LabeledImage]:
             if split.masks_dir is not None and det.mask is None and len(det):
                 png = split.masks_dir / path.relative_to(split.images_dir).with_suffix(".png")
                 if png.is_file():
-                    det.mask = _instance_masks(png, len(det))
+                    det.mask = decode_instance_png(png, len(det))
             yield LabeledImage(key=split.key(path), path=path, detections=det, split=split)
 
 
@@ -492,12 +494,3 @@ def _voc_scores(xml: Path) -> list[float] | None:
             return None
         scores.append(float(text))
     return scores
-
-
-def _instance_masks(png: Path, n: int) -> np.ndarray:
-    """``(n, H, W)`` bool masks from an instance PNG (pixel value k = the k-th object)."""
-    from PIL import Image
-
-    with Image.open(png) as img:
-        ids = np.asarray(img)
-    return np.stack([ids == k for k in range(1, n + 1)])
