@@ -28,10 +28,10 @@ import numpy as np
 from ovperc.atomic import atomic_copy
 from ovperc.datasets.io import Dataset, LabeledImage, Split, load_dataset
 from ovperc.image import DEFAULT_MAX_PIXELS, ImageError
+from ovperc.labeling.engine import is_fatal
 from ovperc.labeling.lock import dataset_lock
 from ovperc.labeling.manifest import Manifest, check_empty, discard, read_stored
 from ovperc.labeling.report import Report
-from ovperc.labeling.runner import is_fatal
 from ovperc.labeling.scan import sort_key
 from ovperc.labeling.writers import DatasetWriter, ImageItem, ImageMode, make_writer
 from ovperc.prefetch import decode_images

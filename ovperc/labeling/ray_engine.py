@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ovperc.labeling.engine import FATAL_ERRORS, plan_batches
 from ovperc.labeling.ray_worker import Failure, Labeler, Outcome, decode_row
-from ovperc.labeling.runner import FATAL_ERRORS, plan_batches
 from ovperc.labeling.scan import ScanEntry
 from ovperc.labeling.sink import ResultRecorder
 

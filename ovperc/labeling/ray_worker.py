@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ovperc.image import ImageError
-from ovperc.labeling.runner import is_fatal, load_models
+from ovperc.labeling.engine import is_fatal, load_models
 from ovperc.labeling.sink import _class_names
 from ovperc.masks import coco_rle_to_mask, mask_to_coco_rle
 

@@ -13,8 +13,9 @@ import logging
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class ScanEntry:
         rel: its path relative to the scanned folder, ``/``-separated; the image's identity
             in the manifest.
         problem: why it cannot be read (not a regular file, broken link), else ``None``.
+        split: the dataset split it is written to (``train``/``val``), ``""`` for none.
+        given: boxes it already has (``sv.Detections``), run through the chain instead of
+            the detector (``ovperc segment``: box -> mask on an existing dataset).
 
     Example:
         >>> ScanEntry(Path("photos/a.jpg"), "a.jpg").suffix
@@ -53,6 +57,8 @@ class ScanEntry:
     path: Path
     rel: str
     problem: str | None = None
+    split: str = ""
+    given: Any = field(default=None, compare=False, repr=False)
 
     @property
     def suffix(self) -> str:

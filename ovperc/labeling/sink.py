@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,10 +51,9 @@ class DatasetSink:
         >>> sink.finalize()  # doctest: +SKIP
     """
 
-    def __init__(self, writer: DatasetWriter, manifest: Manifest, val_split: float = 0.0) -> None:
+    def __init__(self, writer: DatasetWriter, manifest: Manifest) -> None:
         self.writer = writer
         self.manifest = manifest
-        self.val_split = val_split
 
     def dataset_ids(self, detections: sv.Detections, names: Sequence[str]) -> sv.Detections:
         """Detections with ``class_id`` set to the dataset's ids for their class ``names``.
@@ -88,8 +87,7 @@ class DatasetSink:
         planned, skipped = [], []
         for entry, stem, result in items:
             width, height = result.image_size
-            split = split_of(entry.rel, self.val_split) if self.val_split > 0 else ""
-            item = ImageItem(entry.path, stem, entry.suffix, width, height, split)
+            item = ImageItem(entry.path, stem, entry.suffix, width, height, entry.split)
             paths = self.writer.paths(item)
             foreign = next((p for p in paths if p.exists() or p.is_symlink()), None)
             if foreign is not None:
@@ -194,6 +192,9 @@ class ResultRecorder:
         stems: ``rel -> output stem`` for every scanned image.
         background: write on a background thread (default: in :meth:`record` itself).
         max_pending: batches that may wait for the writer before :meth:`record` blocks.
+        refine: applied to each result before it is written; a ``ValueError`` it raises
+            skips that image with the error's message as the reason.
+        failure: how a failed image's reason begins (``"pipeline failed"``).
 
     Example:
         >>> recorder = ResultRecorder(sink, report, stems)  # doctest: +SKIP
@@ -202,10 +203,14 @@ class ResultRecorder:
     """
 
     def __init__(self, sink: DatasetSink, report: Report, stems: Mapping[str, str], *,
-                 background: bool = False, max_pending: int = 2) -> None:
+                 background: bool = False, max_pending: int = 2,
+                 refine: Callable[[Perception], Perception] | None = None,
+                 failure: str = "pipeline failed") -> None:
         self.sink = sink
         self.report = report
         self.stems = stems
+        self.refine = refine
+        self.failure = failure
         self.max_pending = max(1, max_pending)
         self._writer = (ThreadPoolExecutor(1, thread_name_prefix="ovperc-writer")
                         if background else None)
@@ -223,10 +228,16 @@ class ResultRecorder:
         """
         items = []
         for entry, result in zip(entries, results):
+            if not isinstance(result, BaseException) and self.refine is not None:
+                try:
+                    result = self.refine(result)
+                except ValueError as error:
+                    self.skip(entry, str(error))
+                    continue
             if isinstance(result, BaseException):
                 # an error from another process carries its original type name
                 name = getattr(result, "error_type", None) or type(result).__name__
-                self.skip(entry, f"pipeline failed ({name}: {result})")
+                self.skip(entry, f"{self.failure} ({name}: {result})")
                 continue
             for stage, seconds in result.timings.items():
                 self.report.add_time(stage, seconds)
