@@ -29,6 +29,16 @@ NmsMode = Literal["class", "agnostic", "none"]
 NMS_MODES = ("class", "agnostic", "none")
 
 
+def _inside(det: sv.Detections, image: np.ndarray) -> sv.Detections:
+    """Given boxes clipped to the image (a box reaching past an edge is cut at it)."""
+    if not len(det):
+        return det
+    height, width = image.shape[:2]
+    det = det[:]
+    det.xyxy = np.clip(np.asarray(det.xyxy, dtype=np.float64), 0, [width, height, width, height])
+    return det
+
+
 def _empty_detections() -> sv.Detections:
     import supervision as sv
 
@@ -268,7 +278,7 @@ class Pipeline:
         if detections is not None:
             if len(detections) != n:
                 raise ValueError(f"got {len(detections)} detections for {n} images")
-            dets = [self._named(d, run_ontology) for d in detections]
+            dets = [self._named(_inside(d, img), run_ontology) for d, img in zip(detections, images)]
             names = [str(n) for d in dets for n in d.data.get("class_name", [])]
             unknown = [n for n in dict.fromkeys(names)
                        if run_ontology is None or n not in run_ontology.classes]
@@ -291,7 +301,7 @@ class Pipeline:
             dets = [self._suppress(d) for d in dets]
 
         if self.segmenter is not None:
-            dets = timed("segment", self.segmenter.segment, list(images), dets)
+            dets = timed("segment", self._segment, list(images), dets)
 
         if self.classifier is not None:
             if any(o is None for o in local):
@@ -316,6 +326,22 @@ class Pipeline:
         ]
 
     # ------------------------------------------------------------------ helpers
+    def _segment(self, images: list[np.ndarray], dets: list[sv.Detections]) -> list[sv.Detections]:
+        """Masks for every box; images without boxes are not sent to the segmenter."""
+        assert self.segmenter is not None
+        busy = [i for i, d in enumerate(dets) if len(d)]
+        out = list(dets)
+        if busy:
+            done = self.segmenter.segment([images[i] for i in busy], [dets[i] for i in busy])
+            for i, det in zip(busy, done):
+                out[i] = det
+        for i, (image, det) in enumerate(zip(images, out)):
+            if not len(det) and det.mask is None:
+                det = det[:] if len(det) else _empty_detections()
+                det.mask = np.zeros((0, *image.shape[:2]), dtype=bool)
+                out[i] = det
+        return out
+
     def _vocabularies(
         self,
         classes: Ontology | None,

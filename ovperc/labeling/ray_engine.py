@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ovperc.labeling.engine import FATAL_ERRORS, plan_batches
+from ovperc.labeling.engine import FATAL_ERRORS, given_boxes, plan_batches
 from ovperc.labeling.ray_worker import Failure, Labeler, Outcome, decode_row
 from ovperc.labeling.scan import ScanEntry
 from ovperc.labeling.sink import ResultRecorder
@@ -157,6 +157,10 @@ class RayEngine:
         logger.info("Ray engine: %d workers, %s GPUs and %s CPUs each", workers, gpus, cpus)
         items = [{"index": i, "paths": [os.fsencode(str(e.path)) for e in batch]}
                  for i, batch in enumerate(batches)]
+        for item, batch in zip(items, batches):
+            given = given_boxes(batch)
+            if given is not None:  # boxes to segment (a segment job): they travel with the batch
+                item["given"] = pickle.dumps(given, protocol=pickle.HIGHEST_PROTOCOL)
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
         if gpus > 0:
             # decode on CPU tasks while the GPUs run the models

@@ -147,8 +147,11 @@ def decode_row(row: dict[str, Any], *, max_pixels: int, workers: int = 1) -> dic
     """
     images, seconds = _decode_paths(_paths(row), max_pixels, workers)
     payload = [image.reason if isinstance(image, ImageError) else image for image in images]
-    return {"index": row["index"], "decode_s": seconds,
-            "images": pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)}
+    out = {"index": row["index"], "paths": row["paths"], "decode_s": seconds,
+           "images": pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)}
+    if "given" in row:
+        out["given"] = row["given"]
+    return out
 
 
 class Labeler:
@@ -194,23 +197,27 @@ class Labeler:
             Failure("decode", item) if isinstance(item, str) else None for item in decoded
         ]
         good = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
+        given = pickle.loads(row["given"]) if row.get("given") is not None else None
         if good:
-            results = self._infer([decoded[i] for i in good], [paths[i] for i in good])
+            results = self._infer([decoded[i] for i in good], [paths[i] for i in good],
+                                  None if given is None else [given[i] for i in good])
             for i, result in zip(good, results):
                 outcomes[i] = result
         return {"index": row["index"], "decode_s": decode_s,
                 "outcomes": pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL)}
 
-    def _infer(self, arrays: list[np.ndarray], paths: list[str]) -> list[Outcome]:
+    def _infer(self, arrays: list[np.ndarray], paths: list[str],
+               given: list[Any] | None = None) -> list[Outcome]:
         try:
             results = self.pipeline.run_batch(arrays, classes=self.ontology,
-                                              tag_merge=self.tag_merge, sources=paths)
+                                              tag_merge=self.tag_merge, sources=paths, detections=given)
         except Exception as error:
             if is_fatal(error, len(arrays)):
                 raise
             if len(arrays) > 1:
                 logger.warning("pipeline failed on a batch (%s); retrying its images one by one", error)
-                return [out for a, p in zip(arrays, paths) for out in self._infer([a], [p])]
+                return [out for i, (a, p) in enumerate(zip(arrays, paths))
+                        for out in self._infer([a], [p], None if given is None else [given[i]])]
             logger.warning("pipeline failed on %s: %s", paths[0], error)
             return [Failure("pipeline", str(error), type(error).__name__)]
         return [CompactResult.from_perception(r) for r in results]
