@@ -187,17 +187,20 @@ def brush_rle_to_mask(rle: Sequence[int] | bytes, width: int, height: int) -> np
         >>> brush_rle_to_mask(rle, 640, 480).shape  # doctest: +SKIP
         (480, 640)
     """
-    raw = np.frombuffer(bytes(bytearray(rle)), dtype=np.uint8)
-    bits = np.unpackbits(raw)
+    data = bytes(bytearray(rle))
+    size = len(data) * 8
+    padded = data + bytes(5)
+    bits: np.ndarray | None = None  # unpacked on the first long literal chunk
     pos = 0
 
-    def read(n: int) -> int:
+    def read(n: int) -> int:  # n <= 32 bits, most significant first
         nonlocal pos
-        if pos + n > len(bits):
+        if pos + n > size:
             raise ValueError("brush RLE ends before its last value")
-        field = bits[pos : pos + n]
+        window = int.from_bytes(padded[pos >> 3 : (pos >> 3) + 5], "big")
+        value = (window >> (40 - (pos & 7) - n)) & ((1 << n) - 1)
         pos += n
-        return int(field.dot(1 << np.arange(n - 1, -1, -1, dtype=np.int64)))
+        return value
 
     total = read(32)
     if total != width * height * 4:
@@ -216,11 +219,18 @@ def brush_rle_to_mask(rle: Sequence[int] | bytes, width: int, height: int) -> np
         if end > total:
             raise ValueError("brush RLE runs past its value count")
         if repeat:
-            out[i:end] = read(word)
+            value = read(word)
+            if value:
+                out[i:end] = value
+        elif end - i < 16:
+            for k in range(i, end):
+                out[k] = read(word)
         else:
             n = end - i
-            if pos + n * word > len(bits):
+            if pos + n * word > size:
                 raise ValueError("brush RLE ends before its last value")
+            if bits is None:
+                bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
             out[i:end] = bits[pos : pos + n * word].reshape(n, word).dot(weights)
             pos += n * word
         i = end

@@ -372,3 +372,78 @@ def test_rotated_box_becomes_the_box_around_it_and_outline_pieces_join_their_box
     assert len(objects) == 1 and notes == []
     assert objects[0].xyxy.tolist() == pytest.approx([30, 10, 50, 30])
     assert objects[0].mask[22, 44] and objects[0].mask[22, 34] and not objects[0].mask[22, 38]
+
+
+# ------------------------------------------------------------------ safety
+def test_a_file_ovperc_did_not_write_is_never_replaced_or_removed(tmp_path):
+    out, tasks = make_dataset(tmp_path, "yolo")
+    log = out / ".ovperc/done.jsonl"  # as if the run had not written img0's scores file
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    for record in records:
+        if record["rel"] == "img0.jpg":
+            record["files"].remove("scores/img0.txt")
+    log.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    (out / "scores/img0.txt").write_text("someone else's file\n")
+    export = tmp_path / "e.json"
+    export.write_text(json.dumps([reviewed(tasks["img0.jpg"], [rect("r0", "dog", 0, 0, 50, 50)])]))
+    before = snapshot(out)
+
+    report = import_label_studio(export, out)
+
+    assert report.replaced == [] and "ovperc did not write it" in report.skipped[0][1]
+    assert snapshot(out) == before
+
+
+def test_an_import_stopped_half_way_is_finished_by_rerunning_it(tmp_path, monkeypatch):
+    from ovperc import atomic
+
+    out, tasks = make_dataset(tmp_path, "voc")
+    export = edited_export(tasks, tmp_path / "export.json")
+    clean, _ = make_dataset(tmp_path / "clean", "voc")
+    import_label_studio(export, clean)
+    real, calls = atomic.atomic_write_bytes, []
+
+    def disk_full(path, data, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:  # img0's mask PNG is in place, its XML is not
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(atomic, "atomic_write_bytes", disk_full)
+    with pytest.raises(OSError):
+        import_label_studio(export, out)
+    monkeypatch.setattr(atomic, "atomic_write_bytes", real)
+
+    report = import_label_studio(export, out)
+
+    assert sorted(report.replaced) == ["img0.jpg", "img2.png"]
+    same = [f for f in snapshot(clean) if not f.startswith(".ovperc") and f != "report.json"]
+    assert {f: snapshot(out)[f] for f in same} == {f: snapshot(clean)[f] for f in same}
+
+
+def test_reviewed_labels_keep_their_class_ids_when_a_tagging_run_resumes(tmp_path):
+    from tests.labeling.fakes import FakeTagger
+
+    make_good_folder(tmp_path / "src", 3)
+    out = tmp_path / "ds"
+    pipe = Pipeline(tagger=FakeTagger(), detector=FakeDetector())
+    runner.label_folder(pipe, tmp_path / "src", out, classes=None, progress=False,
+                        signature={"models": "fake"})
+    tasks = {t["meta"]["key"]: t for t in export_tasks(out, tmp_path)}
+    classes = load_dataset(out).classes
+    # the first image now uses the last class first: a fresh run would number classes otherwise
+    export = tmp_path / "e.json"
+    export.write_text(json.dumps([reviewed(tasks["img0.jpg"], [rect("a", classes[-1], 0, 0, 50, 50)])]))
+    import_label_studio(export, out)
+    state = snapshot(out)
+
+    runner.label_folder(pipe, tmp_path / "src", out, classes=None, progress=False,
+                        signature={"models": "fake"})
+
+    assert load_dataset(out).classes == classes
+    assert snapshot(out) == {**state, "report.json": snapshot(out)["report.json"]}
+
+
+def export_tasks(out: Path, tmp_path: Path) -> list[dict]:
+    export_label_studio(out, tmp_path / "tasks.json")
+    return json.loads((tmp_path / "tasks.json").read_text())
