@@ -197,6 +197,9 @@ def test_reviewed_images_are_recorded_and_survive_resume_and_overwrite_removes_t
     if fmt == "yolo":  # reviewed labels carry no confidence
         assert not (out / "scores/img0.txt").exists()
         assert "scores/img0.txt" not in latest["img0.jpg"]["files"]
+    images = load_dataset(out).images()
+    assert images["img0.jpg"].detections.confidence is None
+    assert images["sub__img1.png"].detections.confidence is not None
     assert latest["img0.jpg"]["counts"] == {"cat": 2}
     reviewed_state = snapshot(out)
 
