@@ -7,12 +7,15 @@
 * Instance PNGs (:func:`encode_instance_png`, :func:`decode_instance_png`): pixel value k is
   the k-th mask, 0 background. **Where masks overlap, the later mask wins**: the rule every
   writer, the demo and the Ray workers share.
+* Label Studio brush masks (:func:`brush_rle_to_mask`): its own run-length bit stream of
+  RGBA values, read when reviewed labels come back from Label Studio.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -164,3 +167,71 @@ def decode_instance_png(path: str | os.PathLike, count: int | None = None) -> np
         ids = np.asarray(img)
     n = int(ids.max(initial=0)) if count is None else count
     return np.stack([ids == k for k in range(1, n + 1)]) if n else np.zeros((0, *ids.shape), bool)
+
+
+def brush_rle_to_mask(rle: Sequence[int] | bytes, width: int, height: int) -> np.ndarray:
+    """A Label Studio brush mask (its ``rle`` byte list) as an ``(height, width)`` bool mask.
+
+    The bytes are a bit stream (most significant bit first): a 32-bit count of values, a
+    5-bit word size minus one, four 4-bit run-length field sizes minus one, then chunks until
+    the count is reached: one bit (1: a run of one repeated word, 0: literal words), a 2-bit
+    choice of length field, the chunk length minus one in that many bits, then the word (a
+    run) or the words (literals). The values are the RGBA bytes of the brush layer, row by
+    row; a pixel is in the mask when its alpha is not zero.
+
+    Raises:
+        ValueError: the bytes are not such a stream, or it does not hold ``width * height``
+            RGBA pixels.
+
+    Example:
+        >>> brush_rle_to_mask(rle, 640, 480).shape  # doctest: +SKIP
+        (480, 640)
+    """
+    data = bytes(bytearray(rle))
+    size = len(data) * 8
+    padded = data + bytes(5)
+    bits: np.ndarray | None = None  # unpacked on the first long literal chunk
+    pos = 0
+
+    def read(n: int) -> int:  # n <= 32 bits, most significant first
+        nonlocal pos
+        if pos + n > size:
+            raise ValueError("brush RLE ends before its last value")
+        window = int.from_bytes(padded[pos >> 3 : (pos >> 3) + 5], "big")
+        value = (window >> (40 - (pos & 7) - n)) & ((1 << n) - 1)
+        pos += n
+        return value
+
+    total = read(32)
+    if total != width * height * 4:
+        raise ValueError(f"brush RLE holds {total} values, not the {width}x{height} RGBA pixels "
+                         "of its original_width x original_height")
+    word = read(5) + 1
+    if word > 8:
+        raise ValueError(f"brush RLE words of {word} bits are not bytes")
+    sizes = [read(4) + 1 for _ in range(4)]
+    weights = 1 << np.arange(word - 1, -1, -1, dtype=np.int64)
+    out = np.zeros(total, dtype=np.uint8)
+    i = 0
+    while i < total:
+        repeat = read(1)
+        end = i + 1 + read(sizes[read(2)])
+        if end > total:
+            raise ValueError("brush RLE runs past its value count")
+        if repeat:
+            value = read(word)
+            if value:
+                out[i:end] = value
+        elif end - i < 16:
+            for k in range(i, end):
+                out[k] = read(word)
+        else:
+            n = end - i
+            if pos + n * word > size:
+                raise ValueError("brush RLE ends before its last value")
+            if bits is None:
+                bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+            out[i:end] = bits[pos : pos + n * word].reshape(n, word).dot(weights)
+            pos += n * word
+        i = end
+    return out.reshape(height, width, 4)[:, :, 3] > 0

@@ -12,8 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-#: subcommand modules, in the order ``ovperc --help`` lists them.
-COMMANDS = ("label", "run", "segment", "evaluate", "tune", "export", "demo")
+#: subcommand modules, in the order ``ovperc --help`` lists them (``import_``: ``ovperc import``).
+COMMANDS = ("label", "run", "segment", "evaluate", "tune", "export", "import_", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,6 @@
 """Dataset tools: read YOLO/COCO/VOC datasets, score labels against ground truth, add SAM
-masks to box datasets, and export labels for review in Label Studio.
+masks to box datasets, export labels for review in Label Studio and import the reviewed
+labels back.
 
 Example:
     >>> from ovperc.datasets import evaluate  # doctest: +SKIP
@@ -22,6 +23,7 @@ _LAZY = {
     "tune_thresholds": "ovperc.datasets.tuning",
     "segment_dataset": "ovperc.datasets.segment",
     "export_label_studio": "ovperc.datasets.label_studio",
+    "import_label_studio": "ovperc.datasets.label_studio_import",
 }
 
 __all__ = list(_LAZY)

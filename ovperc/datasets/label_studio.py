@@ -9,6 +9,10 @@ this module (written from Label Studio's import documentation).
 
 Masks go out as polygons (supervision's ``mask_to_polygons``), which Label Studio imports
 natively and a reviewer edits point by point.
+
+The reviewed labels come back with :mod:`ovperc.datasets.label_studio_import`
+(``ovperc import label-studio``): ``meta.key``, ``data.image`` and the region ids written
+here (box ``r3``, its outline pieces ``r3p0``, ``r3p1``) are what it matches them by.
 """
 
 from __future__ import annotations

@@ -118,12 +118,18 @@ def revalidate(manifest: Manifest, entries: Sequence[ScanEntry], stems: Mapping[
     time), when its output name changed (files were added or removed beside it), or when its
     class ids would differ because an image that introduced a class is gone.
 
+    Images whose labels were reviewed (``ovperc import``; their record has ``reviewed``)
+    are never forgotten, and while the dataset holds any, class ids stay as they are
+    rather than follow a fresh run's order.
+
     Returns:
         The relative paths forgotten (their files are removed; they are labelled again).
     """
     current = {e.rel: e for e in entries if e.problem is None}
     stale = []
     for rel, record in manifest.done.items():
+        if record.get("reviewed"):
+            continue  # a person's labels: never redone
         entry = current.get(rel)
         if entry is None or stems.get(rel) != record.get("stem"):
             stale.append(rel)
@@ -135,6 +141,8 @@ def revalidate(manifest: Manifest, entries: Sequence[ScanEntry], stems: Mapping[
         except OSError:
             stale.append(rel)
     forgotten = manifest.forget(stale)
+    if any(r.get("reviewed") for r in manifest.done.values()):
+        return forgotten  # reviewed labels keep their ids: none may move
     while True:  # class ids as a fresh run would give them: first use, in dataset order
         order = sorted(manifest.done.values(), key=lambda r: sort_key(str(r["rel"])))
         classes = list(base_classes)
