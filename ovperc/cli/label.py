@@ -6,6 +6,7 @@ import argparse
 import functools
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,20 @@ def make_engine(args: argparse.Namespace, *, preset: str) -> Any:
         >>> make_engine(parser.parse_args(["src", "--out", "ds"]), preset="detect") is None  # doctest: +SKIP
         True
     """
+    options = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
+    return engine_from_args(args, functools.partial(build_pipeline, options, preset=preset))
+
+
+def engine_from_args(args: argparse.Namespace, factory: Callable[[], Any]) -> Any:
+    """``None`` for ``--engine local``, else a Ray engine whose actors call ``factory``
+    (a picklable callable that builds the pipeline).
+
+    Raises:
+        ValueError: Ray options without ``--engine ray``.
+
+    Example:
+        >>> engine_from_args(args, functools.partial(build, "vit_b"))  # doctest: +SKIP
+    """
     ray_options = {"--ray-address": args.ray_address, "--num-workers": args.num_workers,
                    "--gpus-per-worker": args.gpus_per_worker}
     if args.engine == "local":
@@ -141,9 +156,7 @@ def make_engine(args: argparse.Namespace, *, preset: str) -> Any:
         return None
     from ovperc.labeling.ray_engine import RayEngine
 
-    options = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
-    return RayEngine(functools.partial(build_pipeline, options, preset=preset),
-                     address=args.ray_address, num_workers=args.num_workers,
+    return RayEngine(factory, address=args.ray_address, num_workers=args.num_workers,
                      gpus_per_worker=args.gpus_per_worker)
 
 

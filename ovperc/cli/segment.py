@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
+from typing import Any
 
 from ovperc.cli.options import positive_int
 from ovperc.datasets.io import FORMAT_CHOICES
@@ -50,6 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--overwrite", action="store_true",
                         help="discard a previous run in OUT made with other settings")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    from ovperc.cli.label import add_engine_options
+
+    add_engine_options(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -71,14 +76,39 @@ def run(args: argparse.Namespace) -> int:
     spec = str(model.resolve()) if model.exists() else args.segmenter
     try:
         segmenter = SamSegmenter(args.segmenter, device=args.device, dtype=args.dtype)
+        engine = _engine(args)
         report = segment_dataset(
             segmenter, args.dataset, args.out, fmt=args.fmt, images=args.images,
             mask_png=args.mask_png, batch_size=args.batch_size, overwrite=args.overwrite,
             signature={"segmenter": spec, "dtype": args.dtype},
-            progress=not args.no_progress,
+            progress=not args.no_progress, engine=engine,
         )
-    except (ValueError, OSError, ModelNotAvailableError) as exc:
+    except (ValueError, OSError, ModelNotAvailableError, ImportError) as exc:
         print(f"ovperc segment: {describe_error(exc)}", file=sys.stderr)
         return EXIT_ERROR
     print(report.summary())
     return report.exit_code
+
+
+def segment_pipeline(segmenter: str, device: str, dtype: str) -> Any:
+    """The chain a segment job runs: the segmenter alone, given boxes kept as they are.
+
+    Module-level so a Ray actor can build it from a pickled ``functools.partial``.
+
+    Example:
+        >>> segment_pipeline("vit_b", "cpu", "float32").segmenter is not None  # doctest: +SKIP
+        True
+    """
+    from ovperc.pipeline import Pipeline
+    from ovperc.stages.sam import SamSegmenter
+
+    return Pipeline(segmenter=SamSegmenter(segmenter, device=device, dtype=dtype), nms="none")
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    """``None`` for ``--engine local``, else a Ray engine whose actors build the segmenter."""
+    from ovperc.cli.label import engine_from_args
+
+    model = Path(args.segmenter).expanduser()
+    spec = str(model.resolve()) if model.exists() else args.segmenter
+    return engine_from_args(args, functools.partial(segment_pipeline, spec, args.device, args.dtype))

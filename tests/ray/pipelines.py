@@ -41,3 +41,10 @@ class AlwaysDyingDetector(FakeDetector):
 def doomed_pipeline() -> Pipeline:
     """A detect chain whose worker dies on every batch."""
     return Pipeline(detector=AlwaysDyingDetector())
+
+
+def box_filler_pipeline() -> Pipeline:
+    """The chain of a segment job with the deterministic test segmenter."""
+    from tests.datasets.test_segment import BoxFiller
+
+    return Pipeline(segmenter=BoxFiller(), nms="none")

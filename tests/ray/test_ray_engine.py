@@ -18,7 +18,7 @@ from ovperc.labeling import runner  # noqa: E402
 from ovperc.labeling.ray_engine import RayEngine  # noqa: E402
 from tests.labeling.fakes import FakeDetector, FakeSegmenter  # noqa: E402
 from tests.labeling.folders import make_bad_folder, make_good_folder  # noqa: E402
-from tests.ray.pipelines import doomed_pipeline, fake_pipeline  # noqa: E402
+from tests.ray.pipelines import box_filler_pipeline, doomed_pipeline, fake_pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE = {"classes": "cat, dog", "masks": True, "batch_size": 2, "progress": False,
@@ -221,3 +221,18 @@ def test_ctrl_c_on_a_ray_run_then_resume_locally(tmp_path: Path, tiny_grounding_
     done = [r["rel"] for r in _done(out)]
     assert done[: len(first)] == first and sorted(done) == sorted(rels) and len(set(done)) == len(rels)
     assert len(list((out / "labels").glob("*.txt"))) == len(rels)
+
+
+def test_segment_on_ray_writes_what_the_local_engine_writes(local_ray, tmp_path: Path, one_thread) -> None:
+    from ovperc.datasets.segment import segment_dataset
+    from tests.datasets.helpers import write_coco_gt, write_yolo_gt
+    from tests.datasets.test_segment import BOXES, BoxFiller
+
+    for name, write in (("coco", write_coco_gt), ("yolo", write_yolo_gt)):
+        src = write(tmp_path / f"in-{name}", BOXES)
+        local = segment_dataset(BoxFiller(), src, tmp_path / f"local-{name}", batch_size=2, progress=False)
+        engine = RayEngine(box_filler_pipeline, num_workers=1)
+        remote = segment_dataset(BoxFiller(), src, tmp_path / f"ray-{name}", batch_size=2, progress=False,
+                                 engine=engine)
+        assert local.exit_code == remote.exit_code == 0 and remote.images_done == len(BOXES)
+        assert _tree(tmp_path / f"ray-{name}") == _tree(tmp_path / f"local-{name}")
