@@ -29,7 +29,7 @@ from ovperc.hub import ModelNotAvailableError
 from ovperc.image import ImageError
 from ovperc.labeling.lock import check_unlocked, dataset_lock
 from ovperc.labeling.manifest import check_empty, check_resumable
-from ovperc.labeling.output import prepare_output, revalidate
+from ovperc.labeling.output import holds_only_source, prepare_output, revalidate
 from ovperc.labeling.report import Report
 from ovperc.labeling.scan import ScanEntry
 from ovperc.labeling.sink import DatasetSink, ResultRecorder
@@ -123,8 +123,6 @@ def preflight(out: str | os.PathLike, signature: Mapping[str, Any], pipeline: Pi
         ManifestMismatchError: ``out`` holds another run or foreign files (not ``overwrite``),
             or another run holds it.
     """
-    from ovperc.labeling.output import holds_only_source
-
     if not overwrite:
         check_resumable(Path(out), signature)
         if not holds_only_source(Path(out), source):
