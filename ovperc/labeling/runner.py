@@ -333,6 +333,7 @@ def label_folder(
     if ontology is None and pipeline.tagger is None:
         raise ValueError("no classes given and the pipeline has no tagger to find any; "
                          "pass classes or use a preset with a tagger")
+    pipeline.check(ontology)  # e.g. a class too long for the detector: refused before any image
     writer = make_writer(format, out, masks=masks, mask_png=mask_png, images=images, durable=durable)
     run_signature = {
         "classes": None if ontology is None else ontology.to_dict(),
@@ -466,4 +467,4 @@ class _Loop:
 
     def _run(self, arrays: list[np.ndarray], entries: list[ScanEntry]) -> list[Perception]:
         return self.pipeline.run_batch(arrays, classes=self.ontology, tag_merge=self.tag_merge,
-                                       sources=[str(e.path) for e in entries])
+                                       sources=[str(e.path) for e in entries], errors="return")

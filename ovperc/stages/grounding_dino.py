@@ -28,7 +28,7 @@ import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
 from ovperc.hub import hub_unavailable, is_local
-from ovperc.stages.grounding_dino_prompt import PromptChunk, build_chunks, token_spans
+from ovperc.stages.grounding_dino_prompt import PromptChunk, build_chunks, check_lengths, token_spans
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -115,6 +115,7 @@ class GroundingDinoDetector:
         self._lock = threading.Lock()
         self._processor: Any = None
         self._model: Any = None
+        self._text: tuple[Any, Any] | None = None
         self._device: torch.device | None = None
         self._dtype: torch.dtype | None = None
 
@@ -156,9 +157,50 @@ class GroundingDinoDetector:
 
     @property
     def text_limit(self) -> int:
-        """Tokens per caption: ``max_text_tokens``, capped by the model's own limit."""
-        model_limit = int(getattr(self.load()._model.config, "max_text_len", 256))
-        return min(self.max_text_tokens, model_limit)
+        """Tokens per caption: ``max_text_tokens``, capped by the model's own limit.
+
+        Read from the model's config; the weights are not loaded for it.
+        """
+        config = self._model.config if self._model is not None else self._text_side()[1]
+        return min(self.max_text_tokens, int(getattr(config, "max_text_len", 256)))
+
+    def _text_side(self) -> tuple[Any, Any]:
+        """``(tokenizer, config)``, loaded without the model weights (kept once loaded)."""
+        if self._model is not None:
+            return self._processor.tokenizer, self._model.config
+        if self._text is None:
+            from transformers import AutoConfig, AutoTokenizer
+
+            kwargs: dict[str, Any] = {"cache_dir": self.cache_dir, "revision": self.revision,
+                                      "trust_remote_code": False}
+            try:
+                self._text = (AutoTokenizer.from_pretrained(self.model_name, **kwargs),
+                              AutoConfig.from_pretrained(self.model_name, **kwargs))
+            except OSError as error:
+                if is_local(self.model_name):
+                    raise
+                raise hub_unavailable(self.model_name, error) from error
+        return self._text
+
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        """Refuse, before any image, prompts longer than one caption can hold.
+
+        Only the tokenizer and the config are read (no model weights), so a run can check
+        its classes before it loads the model or opens an image.
+
+        Raises:
+            ValueError: some prompt is longer than the caption's token limit; the message
+                names each one and the limit.
+            ModelNotAvailableError: a hub id that is neither cached nor downloadable.
+
+        Example:
+            >>> GroundingDinoDetector("./grounding-dino-tiny").check_prompts(["dog", "cat"])  # doctest: +SKIP
+        """
+        if isinstance(prompts, str):
+            raise TypeError(f"prompts must be a list of strings, got the string {prompts!r:.60}")
+        _check_prompts(0, prompts)
+        tokenizer, _ = self._text_side()
+        check_lengths(list(prompts), tokenizer, self.text_limit)
 
     # ------------------------------------------------------------------ detection
     def detect(
@@ -212,15 +254,37 @@ class GroundingDinoDetector:
         for index, chunks in enumerate(plans):
             if not chunks:
                 continue
-            pixels = self._processor.image_processor(
-                images=[images[index]], return_tensors="pt", input_data_format="channels_last"
-            )["pixel_values"]
+            pixels = self._pixels(index, images[index])
             for chunk in chunks:
                 groups.setdefault(tuple(pixels.shape), []).append((index, chunk, pixels))
         batches: list[list[tuple[int, PromptChunk, Any]]] = []
         for rows in groups.values():
             batches.extend(rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size))
         return batches
+
+    def _pixels(self, index: int, image: np.ndarray) -> Any:
+        """The processor's pixels of one image, resized so that no side rounds to 0 pixels.
+
+        The processor's own resize rounds the short side of a very thin image (e.g.
+        10000x10 under a 1333-pixel longest edge) down to 0 and fails; the size is
+        computed here the same way, with every side at least one pixel, and passed to it.
+        """
+        processor = self._processor.image_processor
+        height, width = image.shape[:2]
+        size = processed_size(height, width, getattr(processor, "size", None))
+        kwargs: dict[str, Any] = {} if size is None else {"size": {"height": size[0], "width": size[1]}}
+        try:
+            return processor(images=[image], return_tensors="pt", input_data_format="channels_last",
+                             **kwargs)["pixel_values"]
+        except (ValueError, RuntimeError) as error:
+            from ovperc.image import UnsupportedImageError
+
+            raise UnsupportedImageError(
+                f"images[{index}]",
+                f"image too thin or too small for the detector: {width}x{height} "
+                f"(the Grounding DINO processor failed: {error})",
+                index=index, stage="detector",
+            ) from error
 
     def _forward(
         self, images: Sequence[np.ndarray], rows: list[tuple[int, PromptChunk, Any]]
@@ -290,6 +354,51 @@ class GroundingDinoDetector:
         return (f"GroundingDinoDetector({self.model_name!r}, device={self.device_name!r}, "
                 f"dtype={self.dtype_name!r}, box_threshold={self.box_threshold}, "
                 f"text_threshold={self.text_threshold})")
+
+
+def processed_size(height: int, width: int, size: Any) -> tuple[int, int] | None:
+    """``(height, width)`` the Grounding DINO processor resizes an image to, no side below 1.
+
+    The same rule as the processor's (shortest edge to ``shortest_edge`` unless the longest
+    would pass ``longest_edge``; or the largest size within ``max_height`` x ``max_width``),
+    except that a side it would round to 0 is 1 pixel. ``None`` for any other ``size``
+    form (the processor then decides).
+
+    Example:
+        >>> processed_size(480, 640, {"shortest_edge": 800, "longest_edge": 1333})
+        (800, 1066)
+        >>> processed_size(10, 10000, {"shortest_edge": 800, "longest_edge": 1333})
+        (1, 1333)
+        >>> processed_size(10, 10000, {"shortest_edge": 224, "longest_edge": 224})
+        (1, 224)
+    """
+    def field(name: str) -> int | None:
+        value = size.get(name) if isinstance(size, dict) else getattr(size, name, None)
+        return int(value) if value else None
+
+    shortest, longest = field("shortest_edge"), field("longest_edge")
+    max_height, max_width = field("max_height"), field("max_width")
+    if shortest and longest:
+        short, long = min(height, width), max(height, width)
+        target: float = shortest
+        raw = None
+        if long / short * shortest > longest:
+            raw = longest * short / long
+            target = int(round(raw))
+        if (height <= width and height == target) or (width <= height and width == target):
+            out_h, out_w = height, width
+        elif width < height:
+            out_w = int(target)
+            out_h = int((raw if raw is not None else target) * height / width)
+        else:
+            out_h = int(target)
+            out_w = int((raw if raw is not None else target) * width / height)
+    elif max_height and max_width:
+        scale = min(max_height / height, max_width / width)
+        out_h, out_w = int(height * scale), int(width * scale)
+    else:
+        return None
+    return max(1, out_h), max(1, out_w)
 
 
 def _inference_mode() -> Any:
