@@ -79,7 +79,7 @@ def add_parser(subparsers: Any) -> None:
     out.add_argument("--overwrite", action="store_true",
                      help="discard a previous run in --out made with other settings (classes, "
                           "models, thresholds, format) and start over; other files are kept")
-    out.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+    out.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                      help=f"skip images declaring more pixels than N (default {DEFAULT_MAX_PIXELS:,})")
     out.add_argument("--no-progress", action="store_true",
                      help="no progress bar (it shows images/s and the time left)")
