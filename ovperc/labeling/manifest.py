@@ -10,8 +10,11 @@ Two files in ``<dataset>/.ovperc/``:
   next open, and that image is simply done again.
 
 Example:
-    >>> manifest = Manifest.open("dataset/", signature, overwrite=False)  # doctest: +SKIP
-    >>> manifest.record([{"rel": "a.jpg", "stem": "a", "counts": {"dog": 1}}])  # doctest: +SKIP
+    >>> import tempfile
+    >>> manifest = Manifest.open(tempfile.mkdtemp(), {"format": "yolo"}, classes=["dog"])
+    >>> manifest.record([{"rel": "a.jpg", "stem": "a", "counts": {"dog": 1}}])
+    >>> manifest.stems(), manifest.classes
+    ({'a.jpg': 'a'}, ['dog'])
 """
 
 from __future__ import annotations
@@ -161,6 +164,11 @@ class Manifest:
         """Append finished images to the log (after their files are in place) and sync it.
 
         Each record needs ``rel`` and ``stem``; ``counts`` (class -> boxes) feeds the report.
+
+        Example:
+            >>> manifest.record([{"rel": "b/c.jpg", "stem": "b_c", "counts": {}}])  # doctest: +SKIP
+            >>> "b/c.jpg" in manifest.done  # doctest: +SKIP
+            True
         """
         if not records:
             return
