@@ -150,12 +150,12 @@ def run_label(args: argparse.Namespace) -> int:
         tags = ontology is None or args.tag_merge
         preset = choose_preset(args, masks=masks, tags=tags)
         pipeline = build_pipeline(args, preset=preset)
-        pipeline.check(ontology)  # classes the detector cannot take fail before any image
         if tags and pipeline.tagger is None:
             raise ValueError("no --classes or --ontology given and the chain has no tagger: "
                              "give classes, or a preset/--tagger that tags")
         if not args.source.exists():
             raise ValueError(f"source not found: {args.source}")
+        pipeline.check(ontology)  # classes the detector cannot take fail before any image
         engine = make_engine(args, preset=preset)
     except (ValueError, OSError, ModelNotAvailableError, ImportError) as error:
         print(f"error: {describe_error(error)}", file=sys.stderr)

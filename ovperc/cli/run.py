@@ -63,8 +63,8 @@ def run_run(args: argparse.Namespace) -> int:
         tags = ontology is None or args.tag_merge
         preset = choose_preset(args, masks=not args.no_masks, tags=tags)
         pipeline = build_pipeline(args, preset=preset, keep_images=True)
-        pipeline.check(ontology)
         image = load_image(args.image)
+        pipeline.check(ontology)
         result = pipeline.run_batch([image], classes=ontology, tag_merge=args.tag_merge,
                                     sources=[str(args.image)])[0]
     except ImageError as error:
