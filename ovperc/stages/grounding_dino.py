@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "IDEA-Research/grounding-dino-tiny"
+#: Shortest side, in processed pixels, of what the model is shown (thinner strips are
+#: padded up to it): a 64x1333 input has 1777 feature-map cells, enough for 900 queries.
+MIN_SIDE = 64
 
 
 @dataclass
@@ -47,6 +50,10 @@ class _Found:
     confidence: np.ndarray
     prompt_ids: np.ndarray
     text_score: np.ndarray
+
+
+#: One forward-pass row: (image index, caption, pixels, (height, width) shown, in image pixels).
+_Row = tuple[int, PromptChunk, Any, tuple[float, float]]
 
 
 class GroundingDinoDetector:
@@ -248,34 +255,44 @@ class GroundingDinoDetector:
 
     def _batches(
         self, images: Sequence[np.ndarray], plans: list[list[PromptChunk]]
-    ) -> list[list[tuple[int, PromptChunk, Any]]]:
-        """Group (image, caption, pixels) rows by pixel shape, at most ``batch_size`` each."""
-        groups: dict[tuple[int, ...], list[tuple[int, PromptChunk, Any]]] = {}
+    ) -> list[list[_Row]]:
+        """Group (image, caption, pixels, frame) rows by pixel shape, at most ``batch_size`` each."""
+        groups: dict[tuple[int, ...], list[_Row]] = {}
         for index, chunks in enumerate(plans):
             if not chunks:
                 continue
-            pixels = self._pixels(index, images[index])
+            pixels, frame = self._pixels(index, images[index])
             for chunk in chunks:
-                groups.setdefault(tuple(pixels.shape), []).append((index, chunk, pixels))
-        batches: list[list[tuple[int, PromptChunk, Any]]] = []
+                groups.setdefault(tuple(pixels.shape), []).append((index, chunk, pixels, frame))
+        batches: list[list[_Row]] = []
         for rows in groups.values():
             batches.extend(rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size))
         return batches
 
-    def _pixels(self, index: int, image: np.ndarray) -> Any:
-        """The processor's pixels of one image, resized so that no side rounds to 0 pixels.
+    def _pixels(self, index: int, image: np.ndarray) -> tuple[Any, tuple[float, float]]:
+        """The processor's pixels of one image and the ``(height, width)`` they show, in image pixels.
 
         The processor's own resize rounds the short side of a very thin image (e.g.
         10000x10 under a 1333-pixel longest edge) down to 0 and fails; the size is
         computed here the same way, with every side at least one pixel, and passed to it.
+        A strip whose short side would shrink below :data:`MIN_SIDE` pixels is resized
+        here and padded up to that side with the processor's mean colour (0 after
+        normalisation, as DETR pads): the model needs at least ``num_queries`` feature-map
+        cells (900 for the released models), which a 1-pixel-high input does not have.
+        The shown frame is then taller (or wider) than the image; boxes are scaled to the
+        frame and clipped to the image.
         """
         processor = self._processor.image_processor
         height, width = image.shape[:2]
+        frame = (float(height), float(width))
         size = processed_size(height, width, getattr(processor, "size", None))
         kwargs: dict[str, Any] = {} if size is None else {"size": {"height": size[0], "width": size[1]}}
+        if size is not None and min(size) < MIN_SIDE and height != width:
+            image, frame = _pad_strip(image, size, getattr(processor, "image_mean", None))
+            kwargs = {"do_resize": False}
         try:
-            return processor(images=[image], return_tensors="pt", input_data_format="channels_last",
-                             **kwargs)["pixel_values"]
+            pixels = processor(images=[image], return_tensors="pt", input_data_format="channels_last",
+                               **kwargs)["pixel_values"]
         except (ValueError, RuntimeError) as error:
             from ovperc.image import UnsupportedImageError
 
@@ -285,13 +302,14 @@ class GroundingDinoDetector:
                 f"(the Grounding DINO processor failed: {error})",
                 index=index, stage="detector",
             ) from error
+        return pixels, frame
 
     def _forward(
-        self, images: Sequence[np.ndarray], rows: list[tuple[int, PromptChunk, Any]]
+        self, images: Sequence[np.ndarray], rows: list[_Row]
     ) -> list[tuple[int, _Found]]:
         import torch
 
-        texts = [chunk.text for _, chunk, _ in rows]
+        texts = [chunk.text for _, chunk, _, _ in rows]
         tokens = self._processor.tokenizer(
             texts, padding="longest", return_offsets_mapping=True, return_token_type_ids=True,
             return_tensors="pt",
@@ -302,7 +320,7 @@ class GroundingDinoDetector:
                 f"a caption tokenised to {tokens['input_ids'].shape[1]} tokens, past the limit "
                 f"of {self.text_limit}; the tokenizer does not split captions as expected"
             )
-        pixel_values = torch.cat([pixels for _, _, pixels in rows]).to(self._device, self._dtype)
+        pixel_values = torch.cat([pixels for _, _, pixels, _ in rows]).to(self._device, self._dtype)
         outputs = self._model(
             pixel_values=pixel_values,
             input_ids=tokens["input_ids"].to(self._device),
@@ -312,10 +330,10 @@ class GroundingDinoDetector:
         probs = outputs.logits.float().sigmoid()
         boxes = outputs.pred_boxes.float()
         result = []
-        for row, (image_index, chunk, _) in enumerate(rows):
+        for row, (image_index, chunk, _, frame) in enumerate(rows):
             height, width = images[image_index].shape[:2]
             spans = token_spans(offsets[row], chunk.char_spans)
-            part = self._assign(probs[row], boxes[row], spans, chunk.prompt_ids, width, height)
+            part = self._assign(probs[row], boxes[row], spans, chunk.prompt_ids, width, height, frame)
             result.append((image_index, part))
         return result
 
@@ -327,8 +345,13 @@ class GroundingDinoDetector:
         prompt_ids: tuple[int, ...],
         width: int,
         height: int,
+        frame: tuple[float, float],
     ) -> _Found:
-        """Threshold one row's queries and give each the class of its best token span."""
+        """Threshold one row's queries and give each the class of its best token span.
+
+        Boxes are relative to the ``(height, width)`` frame the model saw; they are scaled
+        to it and clipped to the image (boxes wholly in a padded frame's fill are dropped).
+        """
         import torch
 
         confidence = probs.max(dim=-1).values
@@ -338,10 +361,15 @@ class GroundingDinoDetector:
         text_score, best = span_scores.max(dim=-1)
         matched = text_score >= self.text_threshold
         cx, cy, w, h = boxes[matched].unbind(-1)
-        scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+        frame_h, frame_w = frame
+        scale = torch.tensor([frame_w, frame_h, frame_w, frame_h], dtype=boxes.dtype, device=boxes.device)
         xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1) * scale
         xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, width)
         xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, height)
+        if frame != (float(height), float(width)):
+            inside = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+            matched[matched.clone()] = inside
+            xyxy = xyxy[inside]
         ids = np.asarray(prompt_ids, dtype=int)[best[matched].cpu().numpy()]
         return _Found(
             xyxy=xyxy.cpu().numpy().astype(np.float32),
@@ -354,6 +382,33 @@ class GroundingDinoDetector:
         return (f"GroundingDinoDetector({self.model_name!r}, device={self.device_name!r}, "
                 f"dtype={self.dtype_name!r}, box_threshold={self.box_threshold}, "
                 f"text_threshold={self.text_threshold})")
+
+
+def _pad_strip(image: np.ndarray, size: tuple[int, int], mean: Any
+               ) -> tuple[np.ndarray, tuple[float, float]]:
+    """A thin image resized to ``size`` and padded so its short side is :data:`MIN_SIDE`.
+
+    Returns the padded ``uint8`` image and the ``(height, width)`` it covers in the
+    original image's pixels (the image sits at its top-left corner).
+
+    Example:
+        >>> strip, frame = _pad_strip(np.zeros((10, 10000, 3), np.uint8), (1, 1333), None)
+        >>> strip.shape, frame
+        ((64, 1333, 3), (640.0, 10000.0))
+    """
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    out_h, out_w = size
+    short = min(MIN_SIDE, max(size))
+    pad_h, pad_w = (max(out_h, short), out_w) if out_h < out_w else (out_h, max(out_w, short))
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((out_w, out_h),
+                                                                             Image.Resampling.BILINEAR))
+    fill = np.asarray(mean if mean is not None else (0.5, 0.5, 0.5), dtype=np.float64)
+    canvas = np.empty((pad_h, pad_w, 3), dtype=np.uint8)
+    canvas[:] = np.clip(np.round(fill * 255), 0, 255).astype(np.uint8)
+    canvas[:out_h, :out_w] = resized
+    return canvas, (pad_h * height / out_h, pad_w * width / out_w)
 
 
 def processed_size(height: int, width: int, size: Any) -> tuple[int, int] | None:
