@@ -20,7 +20,7 @@ from ovperc.cli import main
 from ovperc.image import UnsupportedImageError
 from ovperc.labeling import label_folder
 from ovperc.stages.clip_classifier import square_crop
-from ovperc.stages.grounding_dino import processed_size
+from ovperc.stages.grounding_dino_size import processed_size
 from ovperc.stages.sam import input_shape
 from tests.fakes import FakeDetector
 
@@ -94,7 +94,7 @@ def test_strips_are_padded_to_the_minimum_side_and_boxes_come_back_in_image_pixe
     """A 10x10000 strip is shown as 64x224 (224-pixel processor); a box is mapped back."""
     import torch
 
-    from ovperc.stages.grounding_dino import MIN_SIDE, _pad_strip
+    from ovperc.stages.grounding_dino_size import MIN_SIDE, pad_strip
 
     detector = chain.detector.load()
     pixels, frame = detector._pixels(0, _image(10, 10000))
@@ -105,7 +105,7 @@ def test_strips_are_padded_to_the_minimum_side_and_boxes_come_back_in_image_pixe
     boxes = torch.tensor([[0.5, 0.005, 0.2, 0.01], [0.25, 0.01, 0.1, 0.02], [0.5, 0.5, 0.2, 0.2]])
     found = detector._assign(probs, boxes, [(1, 2)], (0,), 10000, 10, frame)
     np.testing.assert_allclose(found.xyxy, [[4000, 0, 6000, 6.4], [2000, 0, 3000, 10]], atol=1e-3)
-    strip, shown = _pad_strip(_image(3000, 2), (224, 1), [0.5, 0.5, 0.5])
+    strip, shown = pad_strip(_image(3000, 2), (224, 1), [0.5, 0.5, 0.5])
     assert strip.shape == (224, MIN_SIDE, 3) and (strip[:, 1:] == 128).all() and shown == (3000.0, 128.0)
 
 
