@@ -121,6 +121,14 @@ def test_detector_checks_prompt_length_without_loading_weights(tiny_grounding_di
         detector.check_prompts("cat")
 
 
+def test_a_hub_model_not_available_here_is_checked_when_it_loads(caplog) -> None:
+    """A Ray driver need not hold the model its workers load: the early check steps aside."""
+    detector = GroundingDinoDetector("no-such-org/no-such-grounding-dino", device="cpu")
+    with caplog.at_level(logging.INFO, logger="ovperc.stages.grounding_dino"):
+        detector.check_prompts(["cat", LONG])
+    assert "not checked before the run" in caplog.text
+
+
 def test_pipeline_check_returns_the_ontology_or_names_the_problem(tiny_grounding_dino: Path) -> None:
     pipe = Pipeline(detector=GroundingDinoDetector(str(tiny_grounding_dino), device="cpu"))
     assert pipe.check("cat, dog") == Ontology(["cat", "dog"])

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
-from ovperc.hub import hub_unavailable, is_local
+from ovperc.hub import ModelNotAvailableError, hub_unavailable, is_local
 from ovperc.stages.grounding_dino_prompt import PromptChunk, build_chunks, check_lengths, token_spans
 from ovperc.stages.grounding_dino_size import MIN_SIDE, pad_strip, processed_size
 
@@ -191,12 +191,13 @@ class GroundingDinoDetector:
         """Refuse, before any image, prompts longer than one caption can hold.
 
         Only the tokenizer and the config are read (no model weights), so a run can check
-        its classes before it loads the model or opens an image.
+        its classes before it loads the model or opens an image. A hub model that is not
+        available here (e.g. on a Ray driver whose workers hold it) is not checked: the
+        check then happens when the model loads.
 
         Raises:
             ValueError: some prompt is longer than the caption's token limit; the message
                 names each one and the limit.
-            ModelNotAvailableError: a hub id that is neither cached nor downloadable.
 
         Example:
             >>> GroundingDinoDetector("./grounding-dino-tiny").check_prompts(["dog", "cat"])  # doctest: +SKIP
@@ -204,7 +205,11 @@ class GroundingDinoDetector:
         if isinstance(prompts, str):
             raise TypeError(f"prompts must be a list of strings, got the string {prompts!r:.60}")
         _check_prompts(0, prompts)
-        tokenizer, _ = self._text_side()
+        try:
+            tokenizer, _ = self._text_side()
+        except ModelNotAvailableError as error:
+            logger.info("prompt lengths not checked before the run (%s)", error)
+            return
         check_lengths(list(prompts), tokenizer, self.text_limit)
 
     # ------------------------------------------------------------------ detection
