@@ -27,6 +27,36 @@ class ImageError(ValueError):
         super().__init__(f"{self.source}: {reason}")
 
 
+class UnsupportedImageError(ImageError):
+    """A decoded image that one stage's model cannot process, e.g. ``1x100000`` pixels.
+
+    Stages raise it for one image of a batch (``index``: its position in the batch) and
+    :meth:`ovperc.Pipeline.run_batch` names the image (``source``) and can skip it while
+    the other images of the batch are still labelled.
+
+    Args:
+        source: the image or where it came from (``"images[3]"`` inside a stage).
+        reason: what the stage cannot do, e.g. ``"image too thin for the detector: 10000x10"``.
+        index: the image's position in the batch given to the stage.
+        stage: the role that failed (``"detector"``, ``"segmenter"``, ...).
+
+    Example:
+        >>> error = UnsupportedImageError("images[1]", "image too thin for the detector: 1x9", index=1)
+        >>> str(error.with_source("strip.png"))
+        'strip.png: image too thin for the detector: 1x9'
+    """
+
+    def __init__(self, source: object, reason: str, *, index: int | None = None,
+                 stage: str | None = None) -> None:
+        super().__init__(source, reason)
+        self.index = index
+        self.stage = stage
+
+    def with_source(self, source: object, index: int | None = None) -> UnsupportedImageError:
+        """The same error naming ``source`` (and position ``index``) instead."""
+        return UnsupportedImageError(source, self.reason, index=index, stage=self.stage)
+
+
 def _describe(source: object) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)

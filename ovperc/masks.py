@@ -40,7 +40,7 @@ def coco_rle_to_mask(rle: dict) -> np.ndarray:
     """A COCO compressed RLE (``counts`` as ``str`` or ``bytes``) back to a bool mask.
 
     Example:
-        >>> coco_rle_to_mask(mask_to_coco_rle(np.eye(3, dtype=bool))).sum()
+        >>> int(coco_rle_to_mask(mask_to_coco_rle(np.eye(3, dtype=bool))).sum())
         3
     """
     from pycocotools import mask as coco_mask

@@ -16,19 +16,34 @@ def _clean(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _key(text: str) -> str:
+    """What makes two prompts or class names the same: case and spaces do not count."""
+    return _clean(text).casefold()
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__} {value!r}")
+    return value
+
+
 class Ontology:
     """Maps text prompts to class names; class ids follow first appearance and never move.
 
     Several prompts may name one class (``{"man": "person", "woman": "person"}``). Prompts
-    and class names are stripped of surrounding and repeated whitespace; empty entries are
-    dropped and repeated prompts are kept once.
+    and class names are stripped of surrounding and repeated whitespace; empty entries of a
+    list or comma-separated string are dropped. Prompts or class names that differ only in
+    case or spacing (``"Red Circle, red circle"``) are one prompt or class: the first
+    spelling is kept, with a warning (the detector would see one text for both).
 
     Args:
         mapping: class names (each is its own prompt), a ``prompt -> class`` mapping, or a
             comma-separated string such as ``"person, car, dog"``.
 
     Raises:
-        ValueError: no prompt is left after cleaning.
+        ValueError: no prompt is left after cleaning, a mapping holds an empty prompt or
+            class name, or one prompt names two classes.
+        TypeError: a prompt or class name is not a string (e.g. ``None``).
 
     Example:
         >>> onto = Ontology({"man": "person", "woman": "person", "car": "car"})
@@ -40,41 +55,60 @@ class Ontology:
         if isinstance(mapping, str):
             pairs = [(item, item) for item in mapping.split(",")]
         elif isinstance(mapping, Mapping):
-            pairs = [(str(prompt), str(name)) for prompt, name in mapping.items()]
-        else:
             pairs = []
-            for item in mapping:
-                if not isinstance(item, str):
-                    raise TypeError(f"class names must be strings, got {type(item).__name__}")
-                pairs.append((item, item))
+            for prompt, name in mapping.items():
+                prompt = _text(prompt, "a prompt")
+                name = _text(name, f"the class name of prompt {prompt!r}")
+                if not _clean(prompt) or not _clean(name):
+                    raise ValueError(f"prompt {prompt!r} -> class {name!r}: empty prompt or "
+                                     "class name; give both, e.g. {'man': 'person'}")
+                pairs.append((prompt, name))
+        else:
+            pairs = [(_text(item, "a class name"), item) for item in mapping]
         self._prompts: list[str] = []
         self._prompt_class: list[int] = []
         self._classes: list[str] = []
-        self._add(pairs)
+        self._add(pairs, warn=True)
         if not self._prompts:
             raise ValueError(
                 "the ontology is empty: give at least one class, e.g. ['person', 'car'] "
                 f"(got {mapping!r})"
             )
 
-    def _add(self, pairs: Iterable[tuple[str, str]]) -> None:
+    def _add(self, pairs: Iterable[tuple[str, str]], *, warn: bool = False) -> None:
+        say = logger.warning if warn else logger.debug
+        prompt_keys = [_key(p) for p in self._prompts]
+        class_keys = [_key(c) for c in self._classes]
         for raw_prompt, raw_name in pairs:
             prompt, name = _clean(raw_prompt), _clean(raw_name)
             if not prompt or not name:
                 continue
-            if prompt in self._prompts:
-                known = self._classes[self._prompt_class[self._prompts.index(prompt)]]
+            if _key(name) in class_keys:
+                known_name = self._classes[class_keys.index(_key(name))]
+                if known_name != name and _key(prompt) not in prompt_keys:
+                    say("classes %r and %r differ only in case or spaces: merged as %r",
+                        known_name, name, known_name)
+                name = known_name
+            if _key(prompt) in prompt_keys:
+                index = prompt_keys.index(_key(prompt))
+                known = self._classes[self._prompt_class[index]]
                 if known != name:
                     raise ValueError(
                         f"prompt {prompt!r} maps to both {known!r} and {name!r}; "
-                        "a prompt can name only one class"
+                        "a prompt can name only one class (case and spaces do not count)"
                     )
-                logger.debug("prompt %r given twice; kept once", prompt)
+                if self._prompts[index] != prompt:
+                    say("prompts %r and %r differ only in case or spaces: kept %r once",
+                        self._prompts[index], prompt, self._prompts[index])
+                else:
+                    logger.debug("prompt %r given twice; kept once", prompt)
                 continue
-            if name not in self._classes:
+            if _key(name) not in class_keys:
                 self._classes.append(name)
+                class_keys.append(_key(name))
             self._prompts.append(prompt)
-            self._prompt_class.append(self._classes.index(name))
+            prompt_keys.append(_key(prompt))
+            self._prompt_class.append(class_keys.index(_key(name)))
 
     @classmethod
     def from_any(cls, classes: ClassesLike) -> Ontology:
@@ -90,30 +124,35 @@ class Ontology:
     def from_file(cls, path: str | Path) -> Ontology:
         """Read an ontology from YAML/JSON (``prompt: class`` mapping or a list) or text.
 
-        A ``.txt`` file holds one class per line; ``prompt: class`` lines are allowed too.
+        A ``.txt`` (or any other) file holds one class per line; ``prompt: class`` lines
+        are allowed too, and ``#`` starts a comment. A YAML mapping may sit under a single
+        ``classes:`` key.
+
+        Raises:
+            ValueError: the file is missing or unreadable, not valid YAML/JSON, or holds an
+                empty class name (``red circle:``), a repeated prompt or a value that is
+                not a class name; the message names the file and line.
 
         Example:
             >>> Ontology.from_file("ontology.yaml")  # doctest: +SKIP
         """
-        path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() in (".yaml", ".yml", ".json"):
-            import yaml
+        from ovperc.ontology_file import read_pairs
 
-            data = yaml.safe_load(text)
-            if isinstance(data, Mapping) and "classes" in data and len(data) == 1:
-                data = data["classes"]
-            if not isinstance(data, (Mapping, list)):
-                raise ValueError(f"{path}: expected a prompt -> class mapping or a list")
-            return cls(data)
-        pairs = []
-        for line in text.splitlines():
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            prompt, _, name = line.partition(":")
-            pairs.append((prompt, name or prompt))
-        return cls(dict(pairs))
+        path = Path(path)
+        pairs = read_pairs(path)
+        try:
+            return cls._from_pairs(pairs)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: {error}") from None
+
+    @classmethod
+    def _from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Ontology:
+        onto = cls.__new__(cls)
+        onto._prompts, onto._prompt_class, onto._classes = [], [], []
+        onto._add(pairs, warn=True)
+        if not onto._prompts:
+            raise ValueError("the ontology is empty: give at least one class")
+        return onto
 
     @property
     def classes(self) -> list[str]:
@@ -136,8 +175,11 @@ class Ontology:
         Raises:
             KeyError: the class is not in the ontology.
         """
+        cleaned = _clean(name)
+        if cleaned in self._classes:
+            return self._classes.index(cleaned)
         try:
-            return self._classes.index(_clean(name))
+            return [_key(c) for c in self._classes].index(_key(cleaned))
         except ValueError:
             raise KeyError(f"unknown class {name!r}; known: {self._classes}") from None
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ovperc.image import ImageError, ImageSource, load_image
+from ovperc.image import ImageError, ImageSource, UnsupportedImageError, load_image
 from ovperc.ontology import ClassesLike, Ontology
 from ovperc.prefetch import decode_images
 from ovperc.presets import build_preset
@@ -27,6 +27,13 @@ logger = logging.getLogger(__name__)
 
 NmsMode = Literal["class", "agnostic", "none"]
 NMS_MODES = ("class", "agnostic", "none")
+ErrorMode = Literal["raise", "return"]
+ERROR_MODES = ("raise", "return")
+
+
+def _shape(image: np.ndarray) -> str:
+    height, width = image.shape[:2]
+    return f"{width}x{height}"
 
 
 def _inside(det: sv.Detections, image: np.ndarray) -> sv.Detections:
@@ -145,6 +152,43 @@ class Pipeline:
         )
         return cls(**stages, **pipeline_options)
 
+    # ------------------------------------------------------------------ checks
+    def check(self, classes: ClassesLike | None = None) -> Ontology | None:
+        """Check the run's classes against the chain before any image is read.
+
+        Builds the :class:`Ontology` (empty or malformed classes fail here), and asks every
+        stage that has a ``check_prompts(prompts)`` method (Grounding DINO: its caption
+        token limit, from the tokenizer alone, without loading the weights) whether it can
+        take the prompts. ``ovperc label`` and :func:`~ovperc.labeling.label_folder` call
+        it first, so a wrong setting fails at once instead of after the first image.
+
+        Args:
+            classes: as in :meth:`__call__`; ``None`` when a tagger decides (then only the
+                chain itself is checked).
+
+        Returns:
+            The ontology (``None`` when no classes are given).
+
+        Raises:
+            ValueError: the classes are empty or malformed, a prompt is too long for the
+                detector (the message names it), or no classes and no tagger.
+            TypeError: a class name is not a string.
+
+        Example:
+            >>> pipe.check("person, a dog that is sitting on the left of a red car")  # doctest: +SKIP
+            Ontology(['person', 'a dog that is sitting on the left of a red car'])
+        """
+        ontology = None if classes is None else Ontology.from_any(classes)
+        if ontology is None and self.tagger is None and self.detector is not None:
+            raise ValueError("no classes given and no tagger to find any: pass classes=[...] "
+                             "or use a preset with a tagger")
+        if ontology is not None:
+            for stage in (self.tagger, self.detector, self.segmenter, self.classifier):
+                check_prompts = getattr(stage, "check_prompts", None)
+                if callable(check_prompts):
+                    check_prompts(ontology.prompts)
+        return ontology
+
     # ------------------------------------------------------------------ public calls
     def __call__(
         self,
@@ -197,7 +241,8 @@ class Pipeline:
             classes: as in :meth:`__call__`.
             batch_size: images per model call.
             tag_merge: as in :meth:`__call__`.
-            skip_errors: log and skip undecodable images instead of raising ``ImageError``.
+            skip_errors: log and skip images that cannot be decoded or processed instead of
+                raising ``ImageError`` (the other images of their batch are still yielded).
             decode_workers: background decoding threads.
 
         Example:
@@ -220,14 +265,22 @@ class Pipeline:
             batch.append(decoded)
             sources.append(str(source) if isinstance(source, (str, os.PathLike)) else None)
             if len(batch) == batch_size:
-                results = self.run_batch(batch, classes=user_classes, tag_merge=tag_merge,
-                                         sources=sources, run_ontology=run_ontology)
-                run_ontology = results[-1].ontology or run_ontology
+                results = self._map_batch(batch, user_classes, tag_merge, sources, run_ontology,
+                                          skip_errors)
+                run_ontology = (results[-1].ontology or run_ontology) if results else run_ontology
                 yield from results
                 batch, sources = [], []
         if batch:
-            yield from self.run_batch(batch, classes=user_classes, tag_merge=tag_merge,
-                                      sources=sources, run_ontology=run_ontology)
+            yield from self._map_batch(batch, user_classes, tag_merge, sources, run_ontology,
+                                       skip_errors)
+
+    def _map_batch(self, batch: list[np.ndarray], classes: Ontology | None, tag_merge: bool,
+                   sources: list[str | None], run_ontology: Ontology | None,
+                   skip_errors: bool) -> list[Perception]:
+        results = self.run_batch(batch, classes=classes, tag_merge=tag_merge, sources=sources,
+                                 run_ontology=run_ontology,
+                                 errors="return" if skip_errors else "raise")
+        return [r for r in results if not isinstance(r, ImageError)]  # run_batch logged skips
 
     # ------------------------------------------------------------------ the chain
     def run_batch(
@@ -239,20 +292,84 @@ class Pipeline:
         run_ontology: Ontology | None = None,
         sources: Sequence[str | None] | None = None,
         detections: Sequence[sv.Detections] | None = None,
-    ) -> list[Perception]:
+        errors: ErrorMode = "raise",
+    ) -> list[Any]:
         """Run the chain on decoded RGB ``uint8`` images; the engine under ``map`` and ``label``.
 
         ``classes`` are the user's classes (``None``: the tags decide). When tags add
         classes, the results' ``ontology`` extends ``run_ontology`` (which starts as
         ``classes``); passing it on to the next batch keeps class ids stable for a run.
 
+        Every stage clamps what it can (a 1x100000 strip is resized with no side below one
+        pixel), so any decoded image normally runs. An image that a stage still cannot
+        process makes it raise :class:`~ovperc.image.UnsupportedImageError` for that
+        image; the chain then runs again on the batch without it, so the other images'
+        results are never lost. With ``errors="raise"`` (default) that error, naming the
+        image, is raised (before any result is returned); with ``errors="return"`` it
+        takes the image's place in the returned list and every other image still gets its
+        :class:`Perception`. Any other exception (a missing model, out of memory, a bug)
+        is raised in both modes: it is not about one image.
+
+        Args:
+            images: RGB ``uint8`` arrays ``(H, W, 3)``.
+            classes: the user's :class:`Ontology`, or ``None`` to use the tags.
+            tag_merge: with classes given, also detect the tagger's tags.
+            run_ontology: the run's classes so far (keeps ids stable across batches).
+            sources: where each image came from (file paths), named in results and errors.
+            detections: boxes per image that skip the detector.
+            errors: ``"raise"`` or ``"return"`` (see above).
+
+        Returns:
+            One :class:`Perception` per image, in order (or, with ``errors="return"``, an
+            ``UnsupportedImageError`` in the place of an image that could not be processed).
+
         Example:
             >>> pipe.run_batch([image], classes=Ontology(["cat"]))  # doctest: +SKIP
+            >>> pipe.run_batch([strip, photo], classes=Ontology(["cat"]), errors="return")  # doctest: +SKIP
+            [UnsupportedImageError('...'), Perception(...)]
         """
+        if errors not in ERROR_MODES:
+            raise ValueError(f"errors must be one of {ERROR_MODES}, got {errors!r}")
+        n = len(images)
+        sources = list(sources) if sources is not None else [None] * n
+        positions = list(range(n))  # the images still in the batch
+        failed: dict[int, UnsupportedImageError] = {}
+        while True:
+            try:
+                done = self._run_chain(
+                    [images[i] for i in positions], classes, tag_merge, run_ontology,
+                    [sources[i] for i in positions],
+                    None if detections is None else [detections[i] for i in positions],
+                )
+                break
+            except UnsupportedImageError as error:
+                if error.index is None or not 0 <= error.index < len(positions):
+                    raise
+                at = positions.pop(error.index)
+                named = error.with_source(sources[at] if sources[at] is not None
+                                          else f"image {at} of the batch ({_shape(images[at])})", at)
+                if errors == "raise":
+                    raise named from error
+                logger.warning("skipped %s", named)
+                failed[at] = named
+        results: list[Any] = list(done)
+        for at in sorted(failed):
+            results.insert(at, failed[at])
+        return results
+
+    def _run_chain(
+        self,
+        images: Sequence[np.ndarray],
+        classes: Ontology | None,
+        tag_merge: bool,
+        run_ontology: Ontology | None,
+        sources: list[str | None],
+        detections: Sequence[sv.Detections] | None,
+    ) -> list[Perception]:
+        """The chain itself; stages raise ``UnsupportedImageError`` with the image's index."""
         n = len(images)
         if n == 0:
             return []
-        sources = list(sources) if sources is not None else [None] * n
         thresholds = self.class_thresholds
         if thresholds is not None and classes is not None and detections is None \
                 and not (tag_merge and self.tagger is not None):

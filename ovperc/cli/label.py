@@ -90,7 +90,7 @@ def add_parser(subparsers: Any) -> None:
                      help="validate on this hand-labelled dataset instead: data.yaml's val points "
                           "at its images, its classes are the run's, and SOURCE images identical to "
                           "one of its images are not labelled")
-    out.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+    out.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                      help=f"skip images declaring more pixels than N (default {DEFAULT_MAX_PIXELS:,})")
     out.add_argument("--no-progress", action="store_true",
                      help="no progress bar (it shows images/s and the time left)")
@@ -185,6 +185,7 @@ def run_label(args: argparse.Namespace) -> int:
                              "give classes, or a preset/--tagger that tags")
         if not args.source.exists():
             raise ValueError(f"source not found: {args.source}")
+        pipeline.check(ontology)  # classes the detector cannot take fail before any image
         engine = make_engine(args, preset=preset)
     except (ValueError, OSError, ModelNotAvailableError, ImportError) as error:
         print(f"error: {describe_error(error)}", file=sys.stderr)

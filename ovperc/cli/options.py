@@ -36,6 +36,13 @@ def _probability(text: str) -> float:
     return value
 
 
+def _iou(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse ``type``: an integer of 1 or more."""
     value = int(text)
@@ -122,7 +129,7 @@ def add_threshold_options(parser: argparse.ArgumentParser, *, batching: bool = T
     group.add_argument("--nms", choices=NMS_MODES, default="class",
                        help="suppress overlapping boxes of the same class (class), of any "
                             "class (agnostic), or keep all (none) (default class)")
-    group.add_argument("--nms-iou", type=_probability, default=0.5, metavar="IOU",
+    group.add_argument("--nms-iou", type=_iou, default=0.5, metavar="IOU",
                        help="IoU above which the weaker of two boxes is suppressed (default 0.5)")
     group.add_argument("--classifier-mode", choices=CLASSIFIER_MODES,
                        help="what the classifier does with each box: rescore (blend CLIP's "

@@ -64,6 +64,7 @@ def run_run(args: argparse.Namespace) -> int:
         preset = choose_preset(args, masks=not args.no_masks, tags=tags)
         pipeline = build_pipeline(args, preset=preset, keep_images=True)
         image = load_image(args.image)
+        pipeline.check(ontology)
         result = pipeline.run_batch([image], classes=ontology, tag_merge=args.tag_merge,
                                     sources=[str(args.image)])[0]
     except ImageError as error:

@@ -297,7 +297,7 @@ class _Loop:
     def _run(self, arrays: list[np.ndarray], entries: list[ScanEntry]) -> list[Perception]:
         return self.pipeline.run_batch(arrays, classes=self.ontology, tag_merge=self.tag_merge,
                                        sources=[str(e.path) for e in entries],
-                                       detections=given_boxes(entries))
+                                       detections=given_boxes(entries), errors="return")
 
 
 def given_boxes(entries: Sequence[ScanEntry]) -> list[Any] | None:

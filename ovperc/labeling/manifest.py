@@ -18,9 +18,12 @@ The manifest is the only thing that decides what ovperc may delete: :meth:`Manif
 and :func:`discard` remove exactly the files it recorded, never anything else.
 
 Example:
-    >>> manifest = Manifest.open("dataset/", {"format": "yolo"}, classes=["dog"])  # doctest: +SKIP
-    >>> manifest.begin([{"rel": "a.jpg", "stem": "a", "files": ["labels/a.txt"]}])  # doctest: +SKIP
-    >>> manifest.record([{"rel": "a.jpg", "stem": "a", "files": ["labels/a.txt"]}])  # doctest: +SKIP
+    >>> import tempfile
+    >>> manifest = Manifest.open(tempfile.mkdtemp(), {"format": "yolo"}, classes=["dog"])
+    >>> manifest.begin([{"rel": "a.jpg", "files": ["labels/a.txt"]}])
+    >>> manifest.record([{"rel": "a.jpg", "stem": "a", "counts": {"dog": 1}, "files": ["labels/a.txt"]}])
+    >>> manifest.stems(), manifest.classes
+    ({'a.jpg': 'a'}, ['dog'])
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ class RayEngine:
                     report.add_time("decode", decode_s)
                     kept = []
                     for entry, outcome in zip(entries, outcomes):
-                        if isinstance(outcome, Failure) and outcome.kind == "decode":
+                        if isinstance(outcome, Failure) and outcome.kind in ("decode", "image"):
                             recorder.skip(entry, outcome.message())
                         else:
                             kept.append((entry, _as_result(outcome)))

@@ -104,7 +104,8 @@ class CompactResult:
 
 @dataclass(frozen=True)
 class Failure:
-    """Why an image produced no result: ``kind`` is ``"decode"`` or ``"pipeline"``.
+    """Why an image produced no result: ``kind`` is ``"decode"``, ``"image"`` (a stage
+    cannot take this image, e.g. too thin) or ``"pipeline"``.
 
     Example:
         >>> Failure("decode", "empty file (0 bytes)").message()
@@ -210,7 +211,8 @@ class Labeler:
                given: list[Any] | None = None) -> list[Outcome]:
         try:
             results = self.pipeline.run_batch(arrays, classes=self.ontology,
-                                              tag_merge=self.tag_merge, sources=paths, detections=given)
+                                              tag_merge=self.tag_merge, sources=paths, detections=given,
+                                              errors="return")
         except Exception as error:
             if is_fatal(error, len(arrays)):
                 raise
@@ -220,4 +222,5 @@ class Labeler:
                         for out in self._infer([a], [p], None if given is None else [given[i]])]
             logger.warning("pipeline failed on %s: %s", paths[0], error)
             return [Failure("pipeline", str(error), type(error).__name__)]
-        return [CompactResult.from_perception(r) for r in results]
+        return [Failure("image", r.reason) if isinstance(r, ImageError)
+                else CompactResult.from_perception(r) for r in results]

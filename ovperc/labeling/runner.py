@@ -138,6 +138,7 @@ def label_folder(
     if ontology is None and pipeline.tagger is None:
         raise ValueError("no classes given and the pipeline has no tagger to find any; "
                          "pass classes or use a preset with a tagger")
+    pipeline.check(ontology)  # e.g. a class too long for the detector: refused before any image
     writer = make_writer(format, out, masks=masks, mask_png=mask_png, images=images, durable=durable,
                          val_from=None if hand is None else hand.images_dir)
     run_signature = {

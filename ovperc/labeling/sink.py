@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ovperc.image import ImageError
 from ovperc.labeling.manifest import Manifest
 from ovperc.labeling.report import Report
 from ovperc.labeling.scan import ScanEntry, sort_key
@@ -234,6 +235,9 @@ class ResultRecorder:
                 except ValueError as error:
                     self.skip(entry, str(error))
                     continue
+            if isinstance(result, ImageError):  # the image itself: its reason says it all
+                self.skip(entry, result.reason)
+                continue
             if isinstance(result, BaseException):
                 # an error from another process carries its original type name
                 name = getattr(result, "error_type", None) or type(result).__name__

@@ -161,7 +161,7 @@ class DatasetWriter:
 
         Example:
             >>> make_writer("yolo", "ds").paths(ImageItem(Path("a.jpg"), "a", ".jpg", 4, 4))
-            [PosixPath('ds/images/a.jpg'), PosixPath('ds/labels/a.txt')]
+            [PosixPath('ds/images/a.jpg'), PosixPath('ds/labels/a.txt'), PosixPath('ds/scores/a.txt')]
         """
         paths = [] if self.images == "none" else [self.image_path(item)]
         if self.wants_png:

@@ -66,8 +66,9 @@ def coverage(points: list[tuple[float, float]], size: tuple[int, int]) -> np.nda
     """Fraction of each pixel (``float32`` in ``[0, 1]``, shape ``(H, W)``) a polygon covers.
 
     Example:
-        >>> coverage([(0, 0), (4, 0), (4, 4), (0, 4)], (8, 8)).sum()
-        16.0
+        >>> cover = coverage([(0, 0), (4, 0), (4, 4), (0, 4)], (8, 8))
+        >>> float(cover[1, 1]), float(cover[6, 6]), cover.shape
+        (1.0, 0.0, (8, 8))
     """
     width, height = size
     canvas = Image.new("L", (width * SUPERSAMPLE, height * SUPERSAMPLE), 0)

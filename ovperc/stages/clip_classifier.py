@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 ClassifyMode = Literal["relabel", "rescore", "reject"]
 MODES = ("relabel", "rescore", "reject")
 DEFAULT_CLIP_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+#: Crops longer than this are scaled down before they are padded to a square: CLIP sees
+#: 224-448 pixels anyway, and every crop of a batch is held in memory at once.
+MAX_CROP_SIDE = 1024
 
 
 class ClipClassifier:
@@ -240,7 +243,7 @@ class ClipClassifier:
         )
 
     def _crop(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
-        return square_crop(image, box, self.padding, self._fill)
+        return square_crop(image, box, self.padding, self._fill, max_side=MAX_CROP_SIDE)
 
     @property
     def _fill(self) -> tuple[int, int, int]:
@@ -316,15 +319,22 @@ def apply_mode(
 
 
 def square_crop(
-    image: np.ndarray, box: np.ndarray, padding: float, fill: tuple[int, int, int]
+    image: np.ndarray, box: np.ndarray, padding: float, fill: tuple[int, int, int],
+    max_side: int | None = None,
 ) -> np.ndarray:
     """The box plus a ``padding`` margin, clipped to the image, centred on a square canvas.
 
     A square keeps the whole region through CLIP's resize-and-centre-crop preprocessing.
+    A box of zero width or height still gives a crop of at least one pixel. With
+    ``max_side``, a longer crop is first scaled down to it (bicubic, no side below one
+    pixel), so a 100000x1 box gives a ``max_side`` square, not 100000x100000 pixels.
 
     Example:
         >>> square_crop(np.zeros((10, 20, 3), np.uint8), np.array([0, 0, 8, 4]), 0.0, (0, 0, 0)).shape
         (8, 8, 3)
+        >>> strip = np.zeros((1, 5000, 3), np.uint8)
+        >>> square_crop(strip, np.array([0, 0, 5000, 1]), 0.0, (0, 0, 0), max_side=64).shape
+        (64, 64, 3)
     """
     h, w = image.shape[:2]
     x1, y1, x2, y2 = (float(v) for v in box)
@@ -335,6 +345,12 @@ def square_crop(
     bottom = int(np.clip(np.ceil(y2 + my), top + 1, h))
     crop = image[top:bottom, left:right]
     ch, cw = crop.shape[:2]
+    if max_side is not None and max(ch, cw) > max_side:
+        from PIL import Image
+
+        scale = max_side / max(ch, cw)
+        ch, cw = max(1, min(max_side, round(ch * scale))), max(1, min(max_side, round(cw * scale)))
+        crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((cw, ch), Image.BICUBIC))
     side = max(ch, cw)
     canvas = np.empty((side, side, 3), dtype=np.uint8)
     canvas[:] = fill

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
-from ovperc.hub import hub_unavailable, is_local
-from ovperc.stages.grounding_dino_prompt import PromptChunk, build_chunks, token_spans
+from ovperc.hub import ModelNotAvailableError, hub_unavailable, is_local
+from ovperc.stages.grounding_dino_prompt import PromptChunk, build_chunks, check_lengths, token_spans
+from ovperc.stages.grounding_dino_size import MIN_SIDE, pad_strip, processed_size
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -47,6 +48,10 @@ class _Found:
     confidence: np.ndarray
     prompt_ids: np.ndarray
     text_score: np.ndarray
+
+
+#: One forward-pass row: (image index, caption, pixels, (height, width) shown, in image pixels).
+_Row = tuple[int, PromptChunk, Any, tuple[float, float]]
 
 
 class GroundingDinoDetector:
@@ -115,6 +120,7 @@ class GroundingDinoDetector:
         self._lock = threading.Lock()
         self._processor: Any = None
         self._model: Any = None
+        self._text: tuple[Any, Any] | None = None
         self._device: torch.device | None = None
         self._dtype: torch.dtype | None = None
 
@@ -156,9 +162,55 @@ class GroundingDinoDetector:
 
     @property
     def text_limit(self) -> int:
-        """Tokens per caption: ``max_text_tokens``, capped by the model's own limit."""
-        model_limit = int(getattr(self.load()._model.config, "max_text_len", 256))
-        return min(self.max_text_tokens, model_limit)
+        """Tokens per caption: ``max_text_tokens``, capped by the model's own limit.
+
+        Read from the model's config; the weights are not loaded for it.
+        """
+        config = self._model.config if self._model is not None else self._text_side()[1]
+        return min(self.max_text_tokens, int(getattr(config, "max_text_len", 256)))
+
+    def _text_side(self) -> tuple[Any, Any]:
+        """``(tokenizer, config)``, loaded without the model weights (kept once loaded)."""
+        if self._model is not None:
+            return self._processor.tokenizer, self._model.config
+        if self._text is None:
+            from transformers import AutoConfig, AutoTokenizer
+
+            kwargs: dict[str, Any] = {"cache_dir": self.cache_dir, "revision": self.revision,
+                                      "trust_remote_code": False}
+            try:
+                self._text = (AutoTokenizer.from_pretrained(self.model_name, **kwargs),
+                              AutoConfig.from_pretrained(self.model_name, **kwargs))
+            except OSError as error:
+                if is_local(self.model_name):
+                    raise
+                raise hub_unavailable(self.model_name, error) from error
+        return self._text
+
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        """Refuse, before any image, prompts longer than one caption can hold.
+
+        Only the tokenizer and the config are read (no model weights), so a run can check
+        its classes before it loads the model or opens an image. A hub model that is not
+        available here (e.g. on a Ray driver whose workers hold it) is not checked: the
+        check then happens when the model loads.
+
+        Raises:
+            ValueError: some prompt is longer than the caption's token limit; the message
+                names each one and the limit.
+
+        Example:
+            >>> GroundingDinoDetector("./grounding-dino-tiny").check_prompts(["dog", "cat"])  # doctest: +SKIP
+        """
+        if isinstance(prompts, str):
+            raise TypeError(f"prompts must be a list of strings, got the string {prompts!r:.60}")
+        _check_prompts(0, prompts)
+        try:
+            tokenizer, _ = self._text_side()
+        except ModelNotAvailableError as error:
+            logger.info("prompt lengths not checked before the run (%s)", error)
+            return
+        check_lengths(list(prompts), tokenizer, self.text_limit)
 
     # ------------------------------------------------------------------ detection
     def detect(
@@ -206,28 +258,61 @@ class GroundingDinoDetector:
 
     def _batches(
         self, images: Sequence[np.ndarray], plans: list[list[PromptChunk]]
-    ) -> list[list[tuple[int, PromptChunk, Any]]]:
-        """Group (image, caption, pixels) rows by pixel shape, at most ``batch_size`` each."""
-        groups: dict[tuple[int, ...], list[tuple[int, PromptChunk, Any]]] = {}
+    ) -> list[list[_Row]]:
+        """Group (image, caption, pixels, frame) rows by pixel shape, at most ``batch_size`` each."""
+        groups: dict[tuple[int, ...], list[_Row]] = {}
         for index, chunks in enumerate(plans):
             if not chunks:
                 continue
-            pixels = self._processor.image_processor(
-                images=[images[index]], return_tensors="pt", input_data_format="channels_last"
-            )["pixel_values"]
+            pixels, frame = self._pixels(index, images[index])
             for chunk in chunks:
-                groups.setdefault(tuple(pixels.shape), []).append((index, chunk, pixels))
-        batches: list[list[tuple[int, PromptChunk, Any]]] = []
+                groups.setdefault(tuple(pixels.shape), []).append((index, chunk, pixels, frame))
+        batches: list[list[_Row]] = []
         for rows in groups.values():
             batches.extend(rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size))
         return batches
 
+    def _pixels(self, index: int, image: np.ndarray) -> tuple[Any, tuple[float, float]]:
+        """The processor's pixels of one image and the ``(height, width)`` they show, in image pixels.
+
+        The processor's own resize rounds the short side of a very thin image (e.g.
+        10000x10 under a 1333-pixel longest edge) down to 0 and fails; the size is
+        computed here the same way, with every side at least one pixel, and passed to it.
+        A strip whose short side would shrink below :data:`MIN_SIDE` pixels is resized
+        here and padded up to that side with the processor's mean colour (0 after
+        normalisation, as DETR pads): the model needs at least ``num_queries`` feature-map
+        cells (900 for the released models), which a 1-pixel-high input does not have.
+        The shown frame is then taller (or wider) than the image; boxes are scaled to the
+        frame and clipped to the image.
+        """
+        processor = self._processor.image_processor
+        height, width = image.shape[:2]
+        frame = (float(height), float(width))
+        size = processed_size(height, width, getattr(processor, "size", None))
+        kwargs: dict[str, Any] = {} if size is None else {"size": {"height": size[0], "width": size[1]}}
+        if size is not None and min(size) < MIN_SIDE and height != width:
+            image, frame = pad_strip(image, size, getattr(processor, "image_mean", None))
+            kwargs = {"do_resize": False}
+        try:
+            pixels = processor(images=[image], return_tensors="pt", input_data_format="channels_last",
+                               **kwargs)["pixel_values"]
+        except (ValueError, RuntimeError) as error:
+            from ovperc.image import UnsupportedImageError
+
+            raise UnsupportedImageError(
+                f"images[{index}]",
+                f"image too thin or too small for the detector: {width}x{height} "
+                f"(the Grounding DINO processor failed: {error})",
+                index=index, stage="detector",
+            ) from error
+        return pixels, frame
+
     def _forward(
-        self, images: Sequence[np.ndarray], rows: list[tuple[int, PromptChunk, Any]]
+        self, images: Sequence[np.ndarray], rows: list[_Row]
     ) -> list[tuple[int, _Found]]:
         import torch
 
-        texts = [chunk.text for _, chunk, _ in rows]
+        texts = [chunk.text for _, chunk, _, _ in rows]
         tokens = self._processor.tokenizer(
             texts, padding="longest", return_offsets_mapping=True, return_token_type_ids=True,
             return_tensors="pt",
@@ -238,7 +323,7 @@ class GroundingDinoDetector:
                 f"a caption tokenised to {tokens['input_ids'].shape[1]} tokens, past the limit "
                 f"of {self.text_limit}; the tokenizer does not split captions as expected"
             )
-        pixel_values = torch.cat([pixels for _, _, pixels in rows]).to(self._device, self._dtype)
+        pixel_values = torch.cat([pixels for _, _, pixels, _ in rows]).to(self._device, self._dtype)
         outputs = self._model(
             pixel_values=pixel_values,
             input_ids=tokens["input_ids"].to(self._device),
@@ -248,10 +333,10 @@ class GroundingDinoDetector:
         probs = outputs.logits.float().sigmoid()
         boxes = outputs.pred_boxes.float()
         result = []
-        for row, (image_index, chunk, _) in enumerate(rows):
+        for row, (image_index, chunk, _, frame) in enumerate(rows):
             height, width = images[image_index].shape[:2]
             spans = token_spans(offsets[row], chunk.char_spans)
-            part = self._assign(probs[row], boxes[row], spans, chunk.prompt_ids, width, height)
+            part = self._assign(probs[row], boxes[row], spans, chunk.prompt_ids, width, height, frame)
             result.append((image_index, part))
         return result
 
@@ -263,8 +348,13 @@ class GroundingDinoDetector:
         prompt_ids: tuple[int, ...],
         width: int,
         height: int,
+        frame: tuple[float, float],
     ) -> _Found:
-        """Threshold one row's queries and give each the class of its best token span."""
+        """Threshold one row's queries and give each the class of its best token span.
+
+        Boxes are relative to the ``(height, width)`` frame the model saw; they are scaled
+        to it and clipped to the image (boxes wholly in a padded frame's fill are dropped).
+        """
         import torch
 
         confidence = probs.max(dim=-1).values
@@ -274,10 +364,15 @@ class GroundingDinoDetector:
         text_score, best = span_scores.max(dim=-1)
         matched = text_score >= self.text_threshold
         cx, cy, w, h = boxes[matched].unbind(-1)
-        scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+        frame_h, frame_w = frame
+        scale = torch.tensor([frame_w, frame_h, frame_w, frame_h], dtype=boxes.dtype, device=boxes.device)
         xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1) * scale
         xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, width)
         xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, height)
+        if frame != (float(height), float(width)):
+            inside = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+            matched[matched.clone()] = inside
+            xyxy = xyxy[inside]
         ids = np.asarray(prompt_ids, dtype=int)[best[matched].cpu().numpy()]
         return _Found(
             xyxy=xyxy.cpu().numpy().astype(np.float32),

@@ -106,16 +106,12 @@ def build_chunks(prompts: Sequence[str], tokenizer: Any, max_tokens: int) -> lis
 
     texts = list(unique)
     counts = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    _refuse_long(texts, counts, max_tokens)
     budget = max_tokens - _SPECIAL_TOKENS
     chunks: list[list[tuple[int, str]]] = [[]]
     used = 0
     for text, ids in zip(texts, counts):
         cost = len(ids) + 1  # the class tokens and its "."
-        if cost > budget:
-            raise ValueError(
-                f"prompt {text!r} is {len(ids)} tokens; a Grounding DINO caption holds at most "
-                f"{budget - 1} tokens per class (max_text_tokens={max_tokens})"
-            )
         if used + cost > budget:
             chunks.append([])
             used = 0
@@ -126,6 +122,35 @@ def build_chunks(prompts: Sequence[str], tokenizer: Any, max_tokens: int) -> lis
         logger.info("%d classes split into %d captions of <= %d tokens",
                     len(texts), len(result), max_tokens)
     return result
+
+
+def check_lengths(prompts: Sequence[str], tokenizer: Any, max_tokens: int) -> None:
+    """Refuse prompts that no caption of ``max_tokens`` tokens can hold, naming them all.
+
+    Raises:
+        ValueError: some prompt is longer than ``max_tokens - 3`` tokens (a caption also
+            holds ``[CLS]``, the prompt's ``.`` and ``[SEP]``).
+
+    Example:
+        >>> check_lengths(["dog", "a very long prompt ..."], tokenizer, 256)  # doctest: +SKIP
+    """
+    texts = list(dict.fromkeys(t for t in (class_text(p) for p in prompts) if t))
+    if texts:
+        _refuse_long(texts, tokenizer(texts, add_special_tokens=False)["input_ids"], max_tokens)
+
+
+def _refuse_long(texts: Sequence[str], token_ids: Sequence[Sequence[int]], max_tokens: int) -> None:
+    most = max_tokens - _SPECIAL_TOKENS - 1  # each class also needs its "."
+    long = [(text, len(ids)) for text, ids in zip(texts, token_ids) if len(ids) > most]
+    if long:
+        named = "; ".join(f"{text[:80]!r}{'...' if len(text) > 80 else ''} is {n} tokens"
+                          for text, n in long[:5])
+        more = f" (and {len(long) - 5} more)" if len(long) > 5 else ""
+        raise ValueError(
+            f"{len(long)} class prompt(s) too long for Grounding DINO: {named}{more}; a class "
+            f"may have at most {most} tokens (a caption holds {max_tokens}, [CLS], '.' and "
+            "[SEP] included): shorten it"
+        )
 
 
 def token_spans(

@@ -14,12 +14,13 @@ shapes in the state dict.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -194,10 +195,9 @@ class SamSegmenter:
     ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Resize (long side to the model input), normalise and pad, stacked as one batch."""
         import torch
-        from segment_anything.utils.transforms import ResizeLongestSide
 
         sam = self.sam
-        transform = ResizeLongestSide(sam.image_encoder.img_size)
+        transform = _resize_longest_side(sam.image_encoder.img_size)
         batch, sizes = [], []
         for image in images:
             resized = transform.apply_image(image)
@@ -215,14 +215,13 @@ class SamSegmenter:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Masks (bool, image size) and predicted IoUs for one image's boxes."""
         import torch
-        from segment_anything.utils.transforms import ResizeLongestSide
 
         sam = self.sam
         height, width = original_size
         boxes = np.asarray(xyxy, dtype=np.float64).copy()
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-        transform = ResizeLongestSide(sam.image_encoder.img_size)
+        transform = _resize_longest_side(sam.image_encoder.img_size)
         prompts = transform.apply_boxes_torch(
             torch.as_tensor(boxes, dtype=torch.float32, device=self.device), original_size
         )
@@ -251,6 +250,33 @@ class SamSegmenter:
                     (upsampled[:, 0] > sam.mask_threshold).cpu().numpy()
                 )
         return masks, scores
+
+
+def input_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """SAM's input size for an image: the long side scaled to ``long_side``, no side below 1.
+
+    segment-anything's own rule rounds the short side of a very thin image (1x3000 ->
+    0x1024) to 0 and fails; here it is at least one pixel, otherwise the same.
+
+    Example:
+        >>> input_shape(480, 640, 1024), input_shape(1, 3000, 1024)
+        ((768, 1024), (1, 1024))
+    """
+    scale = long_side * 1.0 / max(height, width)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+@functools.lru_cache(maxsize=8)
+def _resize_longest_side(long_side: int) -> Any:
+    """segment-anything's ``ResizeLongestSide`` (images and boxes) using :func:`input_shape`."""
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    class _Clamped(ResizeLongestSide):
+        @staticmethod
+        def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
+            return input_shape(oldh, oldw, long_side_length)
+
+    return _Clamped(long_side)
 
 
 def _check_inputs(
