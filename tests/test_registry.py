@@ -83,12 +83,17 @@ def test_a_model_of_another_role_is_refused() -> None:
 
 
 def test_folder_architecture_comes_from_config_not_name(tmp_path: Path) -> None:
-    from ovperc.stages import GroundingDinoDetector
+    from ovperc.stages import GroundingDinoDetector, OmDetTurboDetector, OwlDetector
 
     # named like an OWL model, but config.json says Grounding DINO (and the reverse)
     gd = _folder(tmp_path, "owlv2-base-patch16", "mm-grounding-dino")
     assert resolve("detector", str(gd)).stage is GroundingDinoDetector
     assert resolve("detector", str(gd)).model_type == "mm-grounding-dino"
+    owl = _folder(tmp_path, "grounding-dino-tiny", "owlv2")
+    assert resolve("detector", str(owl)).stage is OwlDetector
+    assert resolve("detector", str(_folder(tmp_path, "owl-v1", "owlvit"))).stage is OwlDetector
+    omdet = _folder(tmp_path, "gdino", "omdet-turbo")
+    assert resolve("detector", str(omdet)).stage is OmDetTurboDetector
 
 
 def test_unserved_model_type_is_an_error_listing_the_served_ones(tmp_path: Path) -> None:
