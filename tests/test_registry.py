@@ -158,3 +158,30 @@ def test_models_cli_lists_the_registry() -> None:
     sam3 = next(m for m in listed["models"] if m["name"] == "sam3")
     assert sam3["gated"] is True and sam3["params_m"] == 848
     assert listed["model_types"]["omdet-turbo"] == "ovperc.stages.omdet_turbo:OmDetTurboDetector"
+
+
+def test_entry_point_plugins_register_once_and_a_broken_one_is_skipped(monkeypatch, caplog,
+                                                                      clean_registry) -> None:
+    import importlib.metadata
+
+    def register() -> None:
+        ovperc.register_model(ModelEntry("plugin-det", ("detector",), ThirdPartyDetector))
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    class Point:
+        def __init__(self, name: str, fn) -> None:
+            self.name, self.value, self._fn = name, f"pkg:{name}", fn
+
+        def load(self):
+            return self._fn
+
+    def entry_points(group: str):
+        assert group == "ovperc.models"
+        return [Point("good", register), Point("bad", broken)]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(registry, "_STATE", [])  # a fresh registry, as in a new process
+    assert resolve("detector", "plugin-det").stage is ThirdPartyDetector
+    assert "model plug-in bad (pkg:bad) failed to register: boom" in caplog.text
