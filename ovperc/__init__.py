@@ -27,6 +27,10 @@ _LAZY = {
     "Tag": "ovperc.types",
     "ModelNotAvailableError": "ovperc.hub",
     "PRESETS": "ovperc.presets",
+    "ModelEntry": "ovperc.registry",
+    "models": "ovperc.registry",
+    "register_model": "ovperc.registry",
+    "register_stage": "ovperc.registry",
     "stages": "ovperc.stages",
     "ClassThresholds": "ovperc.thresholds",
     "read_thresholds": "ovperc.thresholds",
@@ -36,6 +40,7 @@ __all__ = [
     "PRESETS",
     "ClassThresholds",
     "ImageError",
+    "ModelEntry",
     "ModelNotAvailableError",
     "Ontology",
     "Perception",
@@ -44,6 +49,9 @@ __all__ = [
     "__version__",
     "load_image",
     "read_thresholds",
+    "models",
+    "register_model",
+    "register_stage",
     "stages",
 ]
 
@@ -54,6 +62,7 @@ if TYPE_CHECKING:
     from ovperc.ontology import Ontology
     from ovperc.pipeline import Pipeline
     from ovperc.presets import PRESETS
+    from ovperc.registry import ModelEntry, models, register_model, register_stage
     from ovperc.result import Perception
     from ovperc.thresholds import ClassThresholds, read_thresholds
     from ovperc.types import Tag

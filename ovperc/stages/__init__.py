@@ -11,6 +11,8 @@ from ovperc.stages.base import Classifier, Detector, Segmenter, Tagger
 
 _LAZY = {
     "GroundingDinoDetector": "ovperc.stages.grounding_dino",
+    "OwlDetector": "ovperc.stages.owl",
+    "OmDetTurboDetector": "ovperc.stages.omdet_turbo",
     "SamSegmenter": "ovperc.stages.sam",
     "ClipModel": "ovperc.stages.clip_model",
     "ClipClassifier": "ovperc.stages.clip_classifier",
