@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -59,6 +60,7 @@ def run_run(args: argparse.Namespace) -> int:
     from ovperc.image import ImageError, load_image
 
     try:
+        _check_outputs(args)
         ontology = ontology_from_args(args)
         tags = ontology is None or args.tag_merge
         preset = choose_preset(args, masks=not args.no_masks, tags=tags)
@@ -89,6 +91,23 @@ def run_run(args: argparse.Namespace) -> int:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
             print(f"saved {args.json}")
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any model runs, outputs that would replace the input photo or each other,
+    and a drawing whose file type PIL cannot write."""
+    from PIL import Image
+
+    outputs = {"--save": args.save, "--json": None if args.json in (None, "-") else Path(args.json)}
+    chosen = {flag: Path(path) for flag, path in outputs.items() if path is not None}
+    for flag, path in chosen.items():
+        if path.exists() and args.image.exists() and os.path.samefile(path, args.image):
+            raise ValueError(f"{flag} {path} is the input image; ovperc never writes over your photos, "
+                             "choose another file")
+    if len(chosen) == 2 and os.path.abspath(chosen["--save"]) == os.path.abspath(chosen["--json"]):
+        raise ValueError("--save and --json name the same file; give them different names")
+    if args.save is not None and args.save.suffix.lower() not in Image.registered_extensions():
+        raise ValueError(f"--save {args.save}: unknown image type {args.save.suffix!r}; use .jpg or .png")
 
 
 def _summary(result: Any, path: Path, max_lines: int = 20) -> str:

@@ -108,6 +108,17 @@ def test_run_saves_drawing_and_json(tmp_path: Path, tiny_grounding_dino: Path, t
     assert main(["run", str(tmp_path / "missing.png"), "--classes", "cat"]) == 1
 
 
+@pytest.mark.parametrize("flag", ["--save", "--json"])
+def test_run_never_writes_over_the_input_photo(tmp_path: Path, flag: str,
+                                              capsys: pytest.CaptureFixture) -> None:
+    _images(tmp_path, 1)
+    photo = tmp_path / "im0.png"
+    before = photo.read_bytes()
+    assert main(["run", str(photo), "--classes", "cat", flag, str(photo)]) == 2
+    assert "never writes over your photos" in capsys.readouterr().err
+    assert photo.read_bytes() == before
+
+
 def _wait_for_done(log: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
