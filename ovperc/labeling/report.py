@@ -10,6 +10,17 @@ from typing import Any
 
 from ovperc.atomic import atomic_write_text
 
+#: per stage: what to change when it takes most of the time (model names from ``ovperc models``).
+SPEED_HINTS: dict[str, str] = {
+    "decode": "images wait to be decoded: more --decode-workers, or the images on a faster disk",
+    "tag": "give --classes (no tagging needed), or a lighter --tagger",
+    "detect": "a faster detector (--detector omdet-turbo, about 5x faster than Grounding DINO "
+              "on a CPU), a GPU (--device cuda), or --engine ray on more machines",
+    "segment": "a lighter segmenter (--segmenter sam2.1-tiny), no masks, or a GPU (--device cuda)",
+    "classify": "no CLIP classifier (a preset without 'classify'), or a GPU (--device cuda)",
+    "write": "--images symlink or none (no copies), or the dataset on a faster disk",
+}
+
 #: exit codes of a labelling run.
 EXIT_OK, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -80,6 +91,24 @@ class Report:
         """Images labelled per second of wall time in this run."""
         return self.done_this_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    def speed_advice(self) -> str | None:
+        """Which stage took most of this run's time, and what to change to go faster.
+
+        Example:
+            >>> report = Report("src", "out", "yolo", done_this_run=3,
+            ...                 time_per_stage={"detect": 9.0, "segment": 1.0})
+            >>> report.speed_advice().split(";")[0]
+            'to go faster: detect takes 90% of the time'
+        """
+        if not self.time_per_stage or self.done_this_run == 0:
+            return None
+        stage, seconds = max(self.time_per_stage.items(), key=lambda kv: kv[1])
+        share = seconds / (sum(self.time_per_stage.values()) or 1.0)
+        hint = SPEED_HINTS.get(stage)
+        if hint is None:
+            return None
+        return f"to go faster: {stage} takes {100 * share:.0f}% of the time; try {hint}"
+
     def skipped_by_reason(self) -> dict[str, int]:
         """How many images were skipped per kind of reason (the reason before any detail)."""
         return dict(Counter(item["reason"].split(" (")[0] for item in self.skipped).most_common())
@@ -120,8 +149,13 @@ class Report:
         else:
             lines.append("detections per class: none")
         if self.time_per_stage:
-            times = ", ".join(f"{k} {v:.1f} s" for k, v in self.time_per_stage.items())
+            total = sum(self.time_per_stage.values()) or 1.0
+            times = ", ".join(f"{k} {v:.1f} s ({100 * v / total:.0f}%)"
+                              for k, v in self.time_per_stage.items())
             lines.append(f"time per stage: {times}")
+            advice = self.speed_advice()
+            if advice:
+                lines.append(advice)
         lines.extend(f"note: {note}" for note in self.notes)
         if self.skipped:
             kinds = ", ".join(f"{n} {kind}" for kind, n in self.skipped_by_reason().items())

@@ -311,3 +311,19 @@ def test_a_write_error_stops_the_run_and_keeps_what_was_written(
     resumed = label_folder(_pipe(), src, tmp_path / "out", classes="cat, dog", batch_size=2,
                            progress=False)
     assert resumed.exit_code == 0 and resumed.images_done == 6
+
+
+def test_the_summary_says_which_stage_to_change_to_go_faster(tmp_path: Path) -> None:
+    from ovperc.labeling.report import SPEED_HINTS
+    from ovperc.registry import get_model
+
+    src = tmp_path / "src"
+    make_good_folder(src, 3)
+    report = label_folder(_pipe(), src, tmp_path / "out", classes="cat", masks=True, progress=False)
+    text = report.summary()
+    assert "images/s" in text and "%)" in text
+    slowest = max(report.time_per_stage, key=report.time_per_stage.get)
+    assert f"to go faster: {slowest} takes" in text
+    for name in ("omdet-turbo", "sam2.1-tiny"):  # the models the hints name exist
+        assert get_model(name).name == name
+    assert set(SPEED_HINTS) >= {"decode", "tag", "detect", "segment", "classify", "write"}
