@@ -12,6 +12,8 @@ from ovperc.stages.base import Classifier, Detector, Segmenter, Tagger
 _LAZY = {
     "GroundingDinoDetector": "ovperc.stages.grounding_dino",
     "SamSegmenter": "ovperc.stages.sam",
+    "HfSamSegmenter": "ovperc.stages.sam_hf",
+    "Sam3Detector": "ovperc.stages.sam3",
     "ClipModel": "ovperc.stages.clip_model",
     "ClipClassifier": "ovperc.stages.clip_classifier",
     "ClipTagger": "ovperc.stages.clip_tagger",
