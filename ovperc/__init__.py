@@ -27,12 +27,17 @@ _LAZY = {
     "Tag": "ovperc.types",
     "ModelNotAvailableError": "ovperc.hub",
     "PRESETS": "ovperc.presets",
+    "ModelEntry": "ovperc.registry",
+    "models": "ovperc.registry",
+    "register_model": "ovperc.registry",
+    "register_stage": "ovperc.registry",
     "stages": "ovperc.stages",
 }
 
 __all__ = [
     "PRESETS",
     "ImageError",
+    "ModelEntry",
     "ModelNotAvailableError",
     "Ontology",
     "Perception",
@@ -40,6 +45,9 @@ __all__ = [
     "Tag",
     "__version__",
     "load_image",
+    "models",
+    "register_model",
+    "register_stage",
     "stages",
 ]
 
@@ -50,6 +58,7 @@ if TYPE_CHECKING:
     from ovperc.ontology import Ontology
     from ovperc.pipeline import Pipeline
     from ovperc.presets import PRESETS
+    from ovperc.registry import ModelEntry, models, register_model, register_stage
     from ovperc.result import Perception
     from ovperc.types import Tag
 

@@ -77,11 +77,20 @@ RAM_VARIANTS = ("ram_plus", "ram")
 
 
 def stage_class(role: str, model: str | None = None) -> type:
-    """The class for a role, imported on demand (RAM checkpoints pick ``RamTagger``)."""
+    """The class for a role and model spec, imported on demand.
+
+    RAM checkpoints pick ``RamTagger``; everything else is looked up in the model registry
+    (short names, hub ids, the ``model_type`` of a local folder; see :mod:`ovperc.registry`).
+
+    Example:
+        >>> stage_class("detector", "owlv2-base").__name__
+        'OwlDetector'
+    """
     if role == "tagger" and model is not None and _is_ram(model):
         return importlib.import_module("ovperc.stages.ram").RamTagger
-    module, name = STAGE_CLASSES[role]
-    return getattr(importlib.import_module(module), name)
+    from ovperc.registry import resolve
+
+    return resolve(role, model).stage
 
 
 def _is_ram(model: str) -> bool:
@@ -100,7 +109,9 @@ def _build(role: str, model: Any, device: str, dtype: str, options: dict[str, An
         elif "variant" not in options and "plus" not in model.lower():
             options = {"variant": "ram", **options}
         return RamTagger(model, device=device, dtype=dtype, **options)
-    return stage_class(role)(model, device=device, dtype=dtype, **options)
+    from ovperc.registry import build_stage
+
+    return build_stage(role, model, device=device, dtype=dtype, **options)
 
 
 def build_preset(
@@ -138,6 +149,9 @@ def build_preset(
         merged = {**own, **options.get(role, {})}
         role_options[role] = {key: resolve_packaged(value) for key, value in merged.items()}
         chosen[role] = resolve_packaged(model)
+    for role in ("tagger", "classifier"):  # a CLIP short name -> its spec, so both can share it
+        chosen[role] = _clip_spec(role, chosen[role]) if role in chosen else None
+    chosen = {role: model for role, model in chosen.items() if model is not None}
     stages: dict[str, Any] = {}
     shared_clip = _shared_clip(chosen, device, dtype)
     for role, model in chosen.items():
@@ -148,6 +162,16 @@ def build_preset(
             model = shared_clip
         stages[role] = _build(role, model, device, dtype, role_options[role])
     return stages
+
+
+def _clip_spec(role: str, model: Any) -> Any:
+    """The CLIP spec behind a registered CLIP short name; any other model unchanged."""
+    from ovperc.registry import models
+
+    for entry in models(role):
+        if entry.name == model and entry.stage is None and entry.model is not None:
+            return entry.model
+    return model
 
 
 def _shared_clip(chosen: dict[str, Any], device: str, dtype: str) -> Any:

@@ -35,6 +35,15 @@ def tiny_grounding_dino(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_mm_grounding_dino(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny MM Grounding DINO (LLMDet format) folder whose score bias is not zero."""
+    from tests.tiny.gdino import build_tiny_grounding_dino
+
+    return build_tiny_grounding_dino(tmp_path_factory.mktemp("tiny-mm-gdino"), mm=True,
+                                     score_bias=-0.5)
+
+
+@pytest.fixture(scope="session")
 def tiny_sam(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SAM checkpoint (``.pth`` state dict of the segment-anything architecture)."""
     from tests.tiny.sam import build_tiny_sam

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 #: subcommand modules, in the order ``ovperc --help`` lists them.
-COMMANDS = ("label", "run", "segment", "evaluate", "export", "demo")
+COMMANDS = ("label", "run", "segment", "evaluate", "export", "demo", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

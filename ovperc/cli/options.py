@@ -81,8 +81,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, default_preset: str | 
     from ovperc.presets import DEFAULT_MODELS, PRESETS
 
     group = parser.add_argument_group(
-        "models", "each model is a hub id, a local folder/file (for offline use), or a name; "
-        "weights load once, on first use")
+        "models", "each model is a short name (list them with `ovperc models`), a hub id, or a "
+        "local folder/file (for offline use); weights load once, on first use")
     default = (f"Default: {default_preset}" if default_preset else
                "Default: detect, plus segment when masks are written, plus tag when no "
                "classes are given")
@@ -91,11 +91,13 @@ def add_model_options(parser: argparse.ArgumentParser, *, default_preset: str | 
         help="which stages run: " + ", ".join(sorted(PRESETS)) + f". {default}. A model "
              "option for a stage the preset lacks adds that stage")
     group.add_argument("--detector", metavar="MODEL",
-                       help=f"Grounding DINO: hub id or save_pretrained folder "
+                       help="open-vocabulary detector: a short name from `ovperc models` "
+                            "(gdino-tiny, llmdet-tiny, owlv2-base, omdet-turbo, ...), a hub id or "
+                            "a save_pretrained folder (architecture from its config.json) "
                             f"(default {DEFAULT_MODELS['detector']})")
     group.add_argument("--segmenter", metavar="MODEL",
-                       help=f"SAM: vit_b, vit_l, vit_h or a .pth checkpoint "
-                            f"(default {DEFAULT_MODELS['segmenter']})")
+                       help="a short name from `ovperc models` (SAM vit_b, vit_l, vit_h, ...), "
+                            f"a .pth checkpoint, hub id or folder (default {DEFAULT_MODELS['segmenter']})")
     group.add_argument("--classifier", metavar="MODEL",
                        help="CLIP that re-scores, re-labels or rejects each box: "
                             "'ARCH:PRETRAINED' open_clip name, hf-hub id or local checkpoint "

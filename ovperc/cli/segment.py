@@ -35,8 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--format", dest="fmt", choices=FORMAT_CHOICES, default="auto",
                         help="input format (default: detected); the output keeps it")
     parser.add_argument("--segmenter", default=DEFAULT_MODELS["segmenter"], metavar="MODEL",
-                        help="SAM: vit_b, vit_l, vit_h (official checkpoints, downloaded once) or "
-                             f"a local .pth checkpoint (default {DEFAULT_MODELS['segmenter']})")
+                        help="a segmenter short name from `ovperc models` (SAM vit_b, vit_l, vit_h: "
+                             "official checkpoints, downloaded once), a local .pth checkpoint, a hub "
+                             f"id or a folder (default {DEFAULT_MODELS['segmenter']})")
     parser.add_argument("--device", default="auto",
                         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES,
@@ -65,12 +66,12 @@ def run(args: argparse.Namespace) -> int:
     from ovperc.datasets.segment import segment_dataset
     from ovperc.hub import ModelNotAvailableError
     from ovperc.labeling.report import EXIT_ERROR
-    from ovperc.stages.sam import SamSegmenter
+    from ovperc.registry import build_stage
 
     model = Path(args.segmenter).expanduser()
     spec = str(model.resolve()) if model.exists() else args.segmenter
     try:
-        segmenter = SamSegmenter(args.segmenter, device=args.device, dtype=args.dtype)
+        segmenter = build_stage("segmenter", args.segmenter, device=args.device, dtype=args.dtype)
         report = segment_dataset(
             segmenter, args.dataset, args.out, fmt=args.fmt, images=args.images,
             mask_png=args.mask_png, batch_size=args.batch_size, overwrite=args.overwrite,

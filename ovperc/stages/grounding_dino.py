@@ -1,5 +1,9 @@
 """Grounding DINO detector (transformers implementation): boxes for any named class.
 
+It serves the Grounding DINO family: Grounding DINO (``model_type`` ``grounding-dino``) and
+MM Grounding DINO / LLMDet (``mm-grounding-dino``); the class is chosen from the folder's
+``config.json``, never from its name.
+
 How a query becomes a detection:
 
 1. All of an image's classes go into one caption, ``"a. b. c."`` (lowercased), and one
@@ -54,7 +58,9 @@ class GroundingDinoDetector:
 
     Args:
         model: a hub id (default ``IDEA-Research/grounding-dino-tiny``, also
-            ``IDEA-Research/grounding-dino-base``) or a local ``save_pretrained`` folder.
+            ``IDEA-Research/grounding-dino-base``, MM Grounding DINO and LLMDet ids such as
+            ``iSEE-Laboratory/llmdet_tiny``) or a local ``save_pretrained`` folder of either
+            family; its ``config.json`` ``model_type`` picks the transformers class.
         device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
         dtype: ``float32`` (default), ``float16`` or ``bfloat16`` (GPU only).
         box_threshold: keep a query when its confidence (max token probability) is above
@@ -136,21 +142,23 @@ class GroundingDinoDetector:
         return self
 
     def _load_locked(self) -> None:
-        from transformers import AutoProcessor, GroundingDinoForObjectDetection
+        from transformers import AutoConfig, AutoProcessor
 
         device = resolve_device(self.device_name)
         dtype = resolve_dtype(self.dtype_name, device)
         kwargs: dict[str, Any] = {"cache_dir": self.cache_dir, "revision": self.revision,
                                   "trust_remote_code": False}
         try:
+            config = AutoConfig.from_pretrained(self.model_name, **kwargs)
+            model_class = model_class_for(config.model_type, self.model_name)
             processor = AutoProcessor.from_pretrained(self.model_name, **kwargs)
-            model = GroundingDinoForObjectDetection.from_pretrained(self.model_name, **kwargs)
+            model = model_class.from_pretrained(self.model_name, config=config, **kwargs)
         except OSError as error:
             if is_local(self.model_name):
                 raise
             raise hub_unavailable(self.model_name, error) from error
         model = model.to(device=device, dtype=dtype).eval()
-        logger.info("loaded Grounding DINO %s on %s (%s)", self.model_name, device, dtype)
+        logger.info("loaded %s %s on %s (%s)", model_class.__name__, self.model_name, device, dtype)
         self._processor, self._device, self._dtype = processor, device, dtype
         self._model = model  # last: other threads test this attribute
 
@@ -290,6 +298,37 @@ class GroundingDinoDetector:
         return (f"GroundingDinoDetector({self.model_name!r}, device={self.device_name!r}, "
                 f"dtype={self.dtype_name!r}, box_threshold={self.box_threshold}, "
                 f"text_threshold={self.text_threshold})")
+
+
+#: ``config.json`` ``model_type`` -> transformers class; MM Grounding DINO (and LLMDet, which
+#: ships in its format) has its own class: its contrastive head adds a learned score bias.
+MODEL_CLASSES = {
+    "grounding-dino": "GroundingDinoForObjectDetection",
+    "mm-grounding-dino": "MMGroundingDinoForObjectDetection",
+}
+
+
+def model_class_for(model_type: str, model: str = "the model") -> Any:
+    """The transformers class for a Grounding-DINO-family ``model_type``.
+
+    Raises:
+        ValueError: another architecture; the message names the stage that serves it.
+
+    Example:
+        >>> model_class_for("mm-grounding-dino").__name__  # doctest: +SKIP
+        'MMGroundingDinoForObjectDetection'
+    """
+    if model_type not in MODEL_CLASSES:
+        from ovperc.registry import model_types
+
+        other = model_types("detector").get(model_type)
+        hint = (f"load it with {other} (the registry picks it for a folder or hub id)" if other
+                else f"detector model types: {', '.join(model_types('detector'))}")
+        raise ValueError(f"{model} has model_type {model_type!r}, not Grounding DINO "
+                         f"({', '.join(MODEL_CLASSES)}); {hint}")
+    import transformers
+
+    return getattr(transformers, MODEL_CLASSES[model_type])
 
 
 def _inference_mode() -> Any:

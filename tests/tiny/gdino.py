@@ -58,8 +58,13 @@ def tiny_vocab() -> list[str]:
     return vocab
 
 
-def build_tiny_grounding_dino(folder: Path, *, seed: int = 0) -> Path:
+def build_tiny_grounding_dino(folder: Path, *, seed: int = 0, mm: bool = False,
+                              score_bias: float = 0.0) -> Path:
     """Build and save a tiny random Grounding DINO (model + processor) into ``folder``.
+
+    With ``mm=True`` the model is an MM Grounding DINO (the LLMDet format, ``model_type``
+    ``mm-grounding-dino``); ``score_bias`` sets the learned bias its contrastive head adds
+    to every logit (random init leaves it 0, trained checkpoints do not).
 
     Example:
         >>> path = build_tiny_grounding_dino(tmp_path)  # doctest: +SKIP
@@ -73,6 +78,8 @@ def build_tiny_grounding_dino(folder: Path, *, seed: int = 0) -> Path:
         GroundingDinoForObjectDetection,
         GroundingDinoImageProcessor,
         GroundingDinoProcessor,
+        MMGroundingDinoConfig,
+        MMGroundingDinoForObjectDetection,
         SwinConfig,
     )
 
@@ -90,19 +97,26 @@ def build_tiny_grounding_dino(folder: Path, *, seed: int = 0) -> Path:
         vocab_size=VOCAB_SIZE, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=512,
     )
-    config = GroundingDinoConfig(
+    config_class, model_class = (
+        (MMGroundingDinoConfig, MMGroundingDinoForObjectDetection) if mm
+        else (GroundingDinoConfig, GroundingDinoForObjectDetection)
+    )
+    config = config_class(
         backbone_config=backbone, text_config=text, d_model=32,
         encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
         encoder_attention_heads=2, decoder_attention_heads=2, num_queries=30,
         encoder_n_points=2, decoder_n_points=2, max_text_len=256,
     )
     torch.manual_seed(seed)
-    model = GroundingDinoForObjectDetection(config).eval()
+    model = model_class(config).eval()
     with torch.no_grad():
         # Spread the random token probabilities over (0, 1) instead of saturating at 0/1,
         # so thresholds in tests keep some queries and drop others.
         model.model.decoder.layer_norm.weight.mul_(0.3)
         model.model.decoder.layer_norm.bias.mul_(0.3)
+        if mm:
+            for head in model.class_embed:
+                head.bias.fill_(score_bias)
     model.save_pretrained(folder)
 
     image_processor = GroundingDinoImageProcessor(
