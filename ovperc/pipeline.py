@@ -45,7 +45,8 @@ class Pipeline:
         tagger: names what is in the image; with no classes given, its tags become the
             classes to detect.
         detector: finds boxes for the classes' prompts.
-        segmenter: turns every box into a mask.
+        segmenter: turns every box into a mask; boxes that come with masks (from a
+            detector that segments, such as SAM 3, or given with masks) keep theirs.
         classifier: re-labels, re-scores or rejects boxes with CLIP.
         nms: ``"class"`` (default) suppresses overlapping boxes of the same class,
             ``"agnostic"`` across classes, ``"none"`` keeps every box. It runs after
@@ -273,8 +274,12 @@ class Pipeline:
         if self.nms != "none":
             dets = [self._suppress(d) for d in dets]
 
-        if self.segmenter is not None:
-            dets = timed("segment", self.segmenter.segment, list(images), dets)
+        unmasked = [i for i, det in enumerate(dets) if det.mask is None]
+        if self.segmenter is not None and unmasked:  # boxes with masks (SAM 3's) keep them
+            segmented = timed("segment", self.segmenter.segment, [images[i] for i in unmasked],
+                              [dets[i] for i in unmasked])
+            for i, det in zip(unmasked, segmented):
+                dets[i] = det
 
         if self.classifier is not None:
             if any(o is None for o in local):

@@ -187,3 +187,58 @@ def test_detections_feed_supervision(tiny_sam3: Path, images) -> None:
     assert isinstance(out, sv.Detections)
     merged = sv.Detections.merge([out, out])
     assert merged.mask.shape[0] == 2 * len(out)
+
+
+def test_pipeline_keeps_sam3_masks_and_skips_the_segmenter(tiny_sam3: Path, images) -> None:
+    from ovperc import Ontology, Pipeline
+    from tests.fakes import FakeSegmenter
+
+    segmenter = FakeSegmenter()
+    pipe = Pipeline(detector=Sam3Detector(tiny_sam3, device="cpu"), segmenter=segmenter, nms="none")
+    ontology = Ontology({"kitty": "cat", "cat": "cat", "red car": "car"})
+    [result] = pipe.run_batch(images[:1], classes=ontology)
+    [direct] = Sam3Detector(tiny_sam3, device="cpu").detect(images[:1], [ontology.prompts])
+    assert segmenter.calls == 0
+    dets = result.detections
+    assert len(dets) == len(direct) > 0
+    np.testing.assert_array_equal(dets.mask, direct.mask)  # SAM 3's own masks, not box fills
+    assert set(dets.data["class_name"]) <= {"cat", "car"}
+    assert set(dets.data["prompt"]) <= {"kitty", "cat", "red car"}
+
+
+def test_pipeline_segments_only_the_images_whose_boxes_lack_masks(images) -> None:
+    from ovperc import Pipeline
+    from tests.fakes import FakeSegmenter
+
+    class Recording(FakeSegmenter):
+        def segment(self, images_, detections):
+            self.sizes = [image.shape for image in images_]
+            return super().segment(images_, detections)
+
+    segmenter = Recording()
+    height, width = images[0].shape[:2]
+    own = np.zeros((1, height, width), dtype=bool)
+    own[0, :5, :5] = True
+    given = [
+        sv.Detections(xyxy=np.array([[10.0, 10, 50, 50]]), mask=own, class_id=np.array([0]),
+                      data={"class_name": np.array(["cat"], dtype=object)}),
+        sv.Detections(xyxy=np.array([[10.0, 10, 50, 50]]), class_id=np.array([0]),
+                      data={"class_name": np.array(["cat"], dtype=object)}),
+    ]
+    first, second = Pipeline(segmenter=segmenter).run_batch(images, detections=given)
+    assert segmenter.sizes == [images[1].shape]  # only the image without masks
+    np.testing.assert_array_equal(first.detections.mask, own)
+    assert second.detections.mask[0, 10:50, 10:50].all()
+
+
+def test_sam3_preset_builds_the_detector_alone(tiny_sam3: Path, images) -> None:
+    from ovperc import Pipeline
+
+    hub = Pipeline.from_preset("sam3", device="cpu")
+    assert isinstance(hub.detector, Sam3Detector) and hub.detector.model_name == "facebook/sam3"
+    assert hub.segmenter is None and hub.classifier is None and hub.tagger is None
+    local = Pipeline.from_preset("sam3", detector=str(tiny_sam3), device="cpu")
+    assert isinstance(local.detector, Sam3Detector)  # chosen by the folder's model_type
+    result = local(images[0], classes=["cat", "dog"])
+    assert result.detections.mask is not None
+    assert result.detections.mask.shape[1:] == images[0].shape[:2]

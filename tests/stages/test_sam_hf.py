@@ -160,3 +160,23 @@ def test_gated_repository_says_where_to_ask_and_the_licence(monkeypatch: pytest.
     assert "gated" in message
     assert "https://huggingface.co/facebook/sam3" in message
     assert "SAM License, not Apache-2.0" in message
+
+
+@pytest.mark.parametrize("name", ["sam-hq-vit-b", "sam2.1-tiny", "sam2.1-large", "edgetam", "sam3-tracker"])
+def test_registry_names_build_this_segmenter(name: str) -> None:
+    from ovperc.registry import build_stage, get_model
+
+    stage = build_stage("segmenter", name, device="cpu")
+    assert isinstance(stage, HfSamSegmenter)
+    assert stage.model_name == get_model(name).hub_id and stage._model is None  # lazy
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_registry_picks_this_segmenter_from_a_folder_model_type(folders: dict[str, Path], kind: str) -> None:
+    from ovperc.registry import build_stage
+
+    stage = build_stage("segmenter", str(folders[kind]), device="cpu")
+    assert isinstance(stage, HfSamSegmenter)
+    image, dets = SCENES[0]
+    [out] = stage.segment([image], [dets[:2]])
+    assert stage.architecture == kind and out.mask.shape == (2, *image.shape[:2])
