@@ -42,6 +42,16 @@ ARCHITECTURES: dict[str, str] = {
     "sam3_tracker": "Sam3TrackerModel",
     "sam3_video": "Sam3TrackerModel",
 }
+#: ``model_type`` -> processor class, named rather than left to ``AutoProcessor``: the
+#: combined SAM 3 folder also holds the detector's processor, which reads boxes differently.
+PROCESSORS: dict[str, str] = {
+    "sam": "SamProcessor",
+    "sam_hq": "SamHQProcessor",
+    "sam2": "Sam2Processor",
+    "edgetam": "Sam2Processor",
+    "sam3_tracker": "Sam3TrackerProcessor",
+    "sam3_video": "Sam3TrackerProcessor",
+}
 
 DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
 SAM3_LICENCE = Licence("SAM License", "read its terms on the model page before use")
@@ -143,8 +153,8 @@ class HfSamSegmenter:
                 f"supported model_type values: {', '.join(ARCHITECTURES)}"
             )
         model_class = getattr(transformers, ARCHITECTURES[kind])
-        processor = from_pretrained(transformers.AutoProcessor, self.model_name, licence=SAM3_LICENCE,
-                                    **hub)
+        processor = from_pretrained(getattr(transformers, PROCESSORS[kind]), self.model_name,
+                                    licence=SAM3_LICENCE, **hub)
         model = from_pretrained(model_class, self.model_name, licence=SAM3_LICENCE, **hub)
         self._processor = processor
         self.architecture = kind

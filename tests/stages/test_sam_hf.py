@@ -54,8 +54,11 @@ def _boxes(height: int, width: int, count: int, seed: int) -> sv.Detections:
 SCENES = [(_image(120, 160, 1), _boxes(120, 160, 5, 1)), (_image(150, 100, 2), _boxes(150, 100, 5, 2))]
 
 
-def _reference(folder: Path, image: np.ndarray, xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """transformers' own answer: processor, one forward with every box, post_process_masks."""
+def _reference(
+    folder: Path, image: np.ndarray, xyxy: np.ndarray, multimask: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """transformers' own answer: processor, one forward with every box, post_process_masks
+    (with ``multimask``, the candidate of best predicted IoU per box)."""
     import transformers
 
     kind = json.loads((folder / "config.json").read_text())["model_type"]
@@ -63,10 +66,12 @@ def _reference(folder: Path, image: np.ndarray, xyxy: np.ndarray) -> tuple[np.nd
     processor = transformers.AutoProcessor.from_pretrained(folder)
     inputs = processor(images=image, input_boxes=[xyxy.tolist()], return_tensors="pt")
     with torch.no_grad():
-        out = model(**inputs, multimask_output=False)
+        out = model(**inputs, multimask_output=multimask)
     sizes = {k: inputs[k] for k in ("original_sizes", "reshaped_input_sizes") if k in inputs}
     [masks] = processor.post_process_masks(out.pred_masks, **sizes)
-    return masks[:, 0].numpy(), out.iou_scores[0, :, 0].numpy()
+    best = out.iou_scores[0].argmax(dim=1)
+    rows = torch.arange(len(best))
+    return masks[rows, best].numpy(), out.iou_scores[0][rows, best].numpy()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -85,6 +90,15 @@ def test_masks_match_transformers_post_processing(folders: dict[str, Path], kind
         np.testing.assert_array_equal(out.class_id, dets.class_id)
         np.testing.assert_array_equal(out.data["class_name"], dets.data["class_name"])
         assert dets.mask is None  # the input is left as it was
+
+
+@pytest.mark.parametrize("kind", ["sam", "sam2"])
+def test_multimask_keeps_the_best_scored_candidate(folders: dict[str, Path], kind: str) -> None:
+    image, dets = SCENES[1]
+    [out] = HfSamSegmenter(folders[kind], device="cpu", multimask=True).segment([image], [dets])
+    masks, scores = _reference(folders[kind], image, dets.xyxy, multimask=True)
+    np.testing.assert_array_equal(out.mask, masks)
+    np.testing.assert_allclose(out.data["mask_score"], scores, rtol=1e-4, atol=1e-5)
 
 
 def test_architecture_comes_from_config_not_the_name(folders: dict[str, Path], tmp_path: Path) -> None:
