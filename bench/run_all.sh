@@ -20,6 +20,7 @@ run() {
 }
 run chain bench/bench_chain.py --repeats "$REPEATS"
 run detector bench/bench_detector.py --repeats "$REPEATS"
+run backends bench/bench_backends.py --repeats "$REPEATS"
 run sam bench/bench_sam.py --repeats "$REPEATS" --flops
 run clip bench/bench_clip.py --repeats "$REPEATS"
 run tagger bench/bench_tagger.py --repeats "$REPEATS"

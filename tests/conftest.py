@@ -44,6 +44,30 @@ def tiny_mm_grounding_dino(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_owlv2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny OWLv2 folder (transformers ``save_pretrained`` format)."""
+    from tests.tiny.owl import build_tiny_owl
+
+    return build_tiny_owl(tmp_path_factory.mktemp("tiny-owlv2"), v2=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_owlvit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny OWL-ViT (v1) folder (transformers ``save_pretrained`` format)."""
+    from tests.tiny.owl import build_tiny_owl
+
+    return build_tiny_owl(tmp_path_factory.mktemp("tiny-owlvit"), v2=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_omdet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny OmDet-Turbo folder (transformers ``save_pretrained`` format)."""
+    from tests.tiny.omdet import build_tiny_omdet
+
+    return build_tiny_omdet(tmp_path_factory.mktemp("tiny-omdet"))
+
+
+@pytest.fixture(scope="session")
 def tiny_sam(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SAM checkpoint (``.pth`` state dict of the segment-anything architecture)."""
     from tests.tiny.sam import build_tiny_sam

@@ -83,12 +83,17 @@ def test_a_model_of_another_role_is_refused() -> None:
 
 
 def test_folder_architecture_comes_from_config_not_name(tmp_path: Path) -> None:
-    from ovperc.stages import GroundingDinoDetector
+    from ovperc.stages import GroundingDinoDetector, OmDetTurboDetector, OwlDetector
 
     # named like an OWL model, but config.json says Grounding DINO (and the reverse)
     gd = _folder(tmp_path, "owlv2-base-patch16", "mm-grounding-dino")
     assert resolve("detector", str(gd)).stage is GroundingDinoDetector
     assert resolve("detector", str(gd)).model_type == "mm-grounding-dino"
+    owl = _folder(tmp_path, "grounding-dino-tiny", "owlv2")
+    assert resolve("detector", str(owl)).stage is OwlDetector
+    assert resolve("detector", str(_folder(tmp_path, "owl-v1", "owlvit"))).stage is OwlDetector
+    omdet = _folder(tmp_path, "gdino", "omdet-turbo")
+    assert resolve("detector", str(omdet)).stage is OmDetTurboDetector
 
 
 def test_unserved_model_type_is_an_error_listing_the_served_ones(tmp_path: Path) -> None:
@@ -153,3 +158,30 @@ def test_models_cli_lists_the_registry() -> None:
     sam3 = next(m for m in listed["models"] if m["name"] == "sam3")
     assert sam3["gated"] is True and sam3["params_m"] == 848
     assert listed["model_types"]["omdet-turbo"] == "ovperc.stages.omdet_turbo:OmDetTurboDetector"
+
+
+def test_entry_point_plugins_register_once_and_a_broken_one_is_skipped(monkeypatch, caplog,
+                                                                      clean_registry) -> None:
+    import importlib.metadata
+
+    def register() -> None:
+        ovperc.register_model(ModelEntry("plugin-det", ("detector",), ThirdPartyDetector))
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    class Point:
+        def __init__(self, name: str, fn) -> None:
+            self.name, self.value, self._fn = name, f"pkg:{name}", fn
+
+        def load(self):
+            return self._fn
+
+    def entry_points(group: str):
+        assert group == "ovperc.models"
+        return [Point("good", register), Point("bad", broken)]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(registry, "_STATE", [])  # a fresh registry, as in a new process
+    assert resolve("detector", "plugin-det").stage is ThirdPartyDetector
+    assert "model plug-in bad (pkg:bad) failed to register: boom" in caplog.text

@@ -11,6 +11,8 @@ from ovperc.stages.base import Classifier, Detector, Segmenter, Tagger
 
 _LAZY = {
     "GroundingDinoDetector": "ovperc.stages.grounding_dino",
+    "OwlDetector": "ovperc.stages.owl",
+    "OmDetTurboDetector": "ovperc.stages.omdet_turbo",
     "SamSegmenter": "ovperc.stages.sam",
     "HfSamSegmenter": "ovperc.stages.sam_hf",
     "Sam3Detector": "ovperc.stages.sam3",

@@ -94,3 +94,10 @@ def test_batched_equals_one_by_one(detector: GroundingDinoDetector) -> None:
         np.testing.assert_allclose(batched.xyxy, alone.xyxy, atol=1e-3)
         np.testing.assert_allclose(batched.confidence, alone.confidence, atol=1e-5)
         np.testing.assert_array_equal(batched.class_id, alone.class_id)
+
+
+def test_other_architectures_are_a_clear_error_naming_their_stage(tiny_owlv2: Path,
+                                                                   tiny_omdet: Path) -> None:
+    for folder, stage in ((tiny_owlv2, "OwlDetector"), (tiny_omdet, "OmDetTurboDetector")):
+        with pytest.raises(ValueError, match=f"not Grounding DINO.*{stage}"):
+            GroundingDinoDetector(str(folder), device="cpu").load()
