@@ -2,42 +2,22 @@
 
 The real model class with a small random config: a 2-layer ViT on 112 px images (14-pixel
 patches, as SAM 3), a 2-layer CLIP text encoder, one-layer DETR encoder and decoder with
-12 queries. The CLIP tokenizer is the real byte-level BPE built from the first merges of
-the vocabulary open_clip ships (``bpe_simple_vocab_16e6.txt.gz``), so nothing downloads
-and phrases tokenise as they do with CLIP, only into more pieces.
+12 queries. The CLIP tokenizer is the tiny byte-level one of :mod:`tests.tiny.clip_tokenizer`
+(one token per character), so nothing downloads.
 """
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Any
 
+from tests.tiny.clip_tokenizer import build_tiny_clip_tokenizer
 from tests.tiny.sam_hf import tiny_sam3_vision
 
-#: BPE merges kept from open_clip's CLIP vocabulary (the full one has 48,894).
-MERGES = 2000
 #: Factor on the scoring, presence and mask heads' random weights (see :func:`tiny_sam3`).
 SHARPEN = 4.0
 #: Phrase limit of SAM 3's text encoder, ``[SOT]`` and ``[EOT]`` included.
 MAX_TOKENS = 32
-
-
-def tiny_clip_tokenizer() -> Any:
-    """A ``CLIPTokenizer`` over the first :data:`MERGES` merges of CLIP's real vocabulary."""
-    from importlib import resources
-
-    from open_clip.tokenizer import bytes_to_unicode
-    from transformers import CLIPTokenizer
-
-    path = resources.files("open_clip").joinpath("bpe_simple_vocab_16e6.txt.gz")
-    lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1:1 + MERGES] if line]
-    byte_tokens = list(bytes_to_unicode().values())
-    tokens = byte_tokens + [token + "</w>" for token in byte_tokens]
-    tokens += ["".join(merge) for merge in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_TOKENS)
 
 
 def tiny_sam3(seed: int = 0) -> tuple[Any, Any]:
@@ -45,7 +25,7 @@ def tiny_sam3(seed: int = 0) -> tuple[Any, Any]:
     import torch
     from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
 
-    tokenizer = tiny_clip_tokenizer()
+    tokenizer = build_tiny_clip_tokenizer(max_length=MAX_TOKENS)
     layers = {"hidden_size": 32, "num_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
               "dropout": 0.0}
     config = Sam3Config(
