@@ -194,3 +194,22 @@ def test_registry_picks_this_segmenter_from_a_folder_model_type(folders: dict[st
     image, dets = SCENES[0]
     [out] = stage.segment([image], [dets[:2]])
     assert stage.architecture == kind and out.mask.shape == (2, *image.shape[:2])
+
+
+def test_cli_segment_takes_a_sam2_folder(folders: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """The issue's case: a SAM 2.1 folder given to ``ovperc segment`` (it used to fail with
+    'unknown SAM model')."""
+    from ovperc.cli import main
+    from ovperc.datasets.io import load_dataset
+    from tests.datasets.helpers import write_yolo_gt
+
+    boxes = {"a.png": [([10, 10, 50, 50], "cat"), ([60, 60, 100, 100], "dog")], "b.png": []}
+    src = write_yolo_gt(tmp_path / "in", boxes)
+    code = main(["segment", str(src), "--out", str(tmp_path / "out"), "--segmenter", str(folders["sam2"]),
+                 "--device", "cpu", "--no-progress"])
+    assert code == 0
+    assert "2 images" in capsys.readouterr().out
+    written = load_dataset(tmp_path / "out").images()
+    assert sorted(written) == ["a.png", "b.png"]
+    masked = written["a.png"].detections
+    assert masked.mask is not None and masked.mask.shape[0] == 2 and masked.mask.any()
