@@ -30,12 +30,11 @@ _GD = "ovperc.stages.grounding_dino:GroundingDinoDetector"
 _OWL = "ovperc.stages.owl:OwlDetector"
 _OMDET = "ovperc.stages.omdet_turbo:OmDetTurboDetector"
 _SAM = "ovperc.stages.sam:SamSegmenter"
-# Stage classes of the newer segmenters (their modules live in ovperc/stages/).
-_SAM_HQ = "ovperc.stages.sam_hq:SamHqSegmenter"
-_SAM2 = "ovperc.stages.sam2:Sam2Segmenter"
-_EDGETAM = "ovperc.stages.edgetam:EdgeTamSegmenter"
+# One stage serves the transformers SAM family (SAM, SAM-HQ, SAM 2.1, EdgeTAM, SAM 3's
+# tracker): the architecture comes from each folder's config.json model_type.
+_SAM_HF = "ovperc.stages.sam_hf:HfSamSegmenter"
+_SAM_HQ = _SAM2 = _EDGETAM = _SAM3_TRACKER = _SAM_HF
 _SAM3 = "ovperc.stages.sam3:Sam3Detector"
-_SAM3_TRACKER = "ovperc.stages.sam3_tracker:Sam3TrackerSegmenter"
 _RAM = "ovperc.stages.ram:RamTagger"
 
 _GD_SIZE = "800-1333"  # shortest edge 800, longest 1333 (processor_config.json)
@@ -97,8 +96,8 @@ MODELS: tuple[ModelEntry, ...] = (
                licence=_APACHE, params_m=80.9, input_size="1024x1024", source="hub model size"),
     ModelEntry("sam2.1-large", ("segmenter",), _SAM2, "facebook/sam2.1-hiera-large",
                licence=_APACHE, params_m=224, input_size="1024x1024", source="hub model size"),
-    ModelEntry("edgetam", ("segmenter",), _EDGETAM, "facebook/EdgeTAM", licence=_APACHE,
-               input_size="1024x1024"),
+    ModelEntry("edgetam", ("segmenter",), _EDGETAM, "yonigozlan/EdgeTAM-hf", licence=_APACHE,
+               input_size="1024x1024", source="transformers EdgeTAM docs (checkpoint in hf format)"),
     ModelEntry("sam3-tracker", ("segmenter",), _SAM3_TRACKER, "facebook/sam3",
                licence="SAM License", gated=True, params_m=848, input_size="1008x1008",
                source="facebook/sam3 model card"),
@@ -119,9 +118,11 @@ MODEL_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "owlv2": (_OWL, ("detector",)),
     "owlvit": (_OWL, ("detector",)),
     "omdet-turbo": (_OMDET, ("detector",)),
+    "sam": (_SAM_HF, ("segmenter",)),  # SAM in hf format (facebook/sam-vit-base)
     "sam_hq": (_SAM_HQ, ("segmenter",)),
     "sam2": (_SAM2, ("segmenter",)),
     "edgetam": (_EDGETAM, ("segmenter",)),
     "sam3": (_SAM3, ("detector",)),
+    "sam3_video": (_SAM3, ("detector",)),  # the combined detector + tracker checkpoint
     "sam3_tracker": (_SAM3_TRACKER, ("segmenter",)),
 }

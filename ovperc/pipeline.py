@@ -63,7 +63,8 @@ class Pipeline:
         tagger: names what is in the image; with no classes given, its tags become the
             classes to detect.
         detector: finds boxes for the classes' prompts.
-        segmenter: turns every box into a mask.
+        segmenter: turns every box into a mask; boxes that come with masks (from a
+            detector that segments, such as SAM 3, or given with masks) keep theirs.
         classifier: re-labels, re-scores or rejects boxes with CLIP.
         nms: ``"class"`` (default) suppresses overlapping boxes of the same class,
             ``"agnostic"`` across classes, ``"none"`` keeps every box. It runs after
@@ -444,17 +445,23 @@ class Pipeline:
 
     # ------------------------------------------------------------------ helpers
     def _segment(self, images: list[np.ndarray], dets: list[sv.Detections]) -> list[sv.Detections]:
-        """Masks for every box; images without boxes are not sent to the segmenter."""
+        """Masks for every box. Images without boxes are not sent to the segmenter, and boxes
+        that already carry masks (a detector that segments, like SAM 3) keep them."""
         assert self.segmenter is not None
-        busy = [i for i, d in enumerate(dets) if len(d)]
+        busy = [i for i, d in enumerate(dets) if len(d) and d.mask is None]
         out = list(dets)
         if busy:
-            done = self.segmenter.segment([images[i] for i in busy], [dets[i] for i in busy])
+            try:
+                done = self.segmenter.segment([images[i] for i in busy], [dets[i] for i in busy])
+            except UnsupportedImageError as error:  # its index is into the images it was given
+                if error.index is not None and 0 <= error.index < len(busy):
+                    error.index = busy[error.index]
+                raise
             for i, det in zip(busy, done):
                 out[i] = det
         for i, (image, det) in enumerate(zip(images, out)):
             if not len(det) and det.mask is None:
-                det = det[:] if len(det) else _empty_detections()
+                det = _empty_detections()
                 det.mask = np.zeros((0, *image.shape[:2]), dtype=bool)
                 out[i] = det
         return out

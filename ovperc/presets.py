@@ -33,6 +33,9 @@ PRESETS: dict[str, dict[str, str]] = {
         r: DEFAULT_MODELS[r] for r in ("detector", "segmenter", "classifier")
     },
     "segment": {"segmenter": DEFAULT_MODELS["segmenter"]},
+    # SAM 3 finds and segments every class itself (no segmenter runs); add a tagger or a
+    # CLIP classifier by naming their models. Gated weights (SAM License), see catalog.py.
+    "sam3": {"detector": "sam3"},
     # Toy models trained on the synthetic shapes world (ovperc.shapes, train/shapes.py):
     # shipped with the package for offline use and tests, useless on real photos.
     "shapes-tiny": {

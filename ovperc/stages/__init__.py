@@ -14,6 +14,8 @@ _LAZY = {
     "OwlDetector": "ovperc.stages.owl",
     "OmDetTurboDetector": "ovperc.stages.omdet_turbo",
     "SamSegmenter": "ovperc.stages.sam",
+    "HfSamSegmenter": "ovperc.stages.sam_hf",
+    "Sam3Detector": "ovperc.stages.sam3",
     "ClipModel": "ovperc.stages.clip_model",
     "ClipClassifier": "ovperc.stages.clip_classifier",
     "ClipTagger": "ovperc.stages.clip_tagger",
