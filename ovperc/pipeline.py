@@ -17,6 +17,7 @@ from ovperc.presets import build_preset
 from ovperc.result import Perception
 from ovperc.thresholds import ClassThresholds
 from ovperc.types import Tag
+from ovperc.vocabulary import empty_detections, inside, named, sync_ids, to_classes, vocabularies
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -34,26 +35,6 @@ ERROR_MODES = ("raise", "return")
 def _shape(image: np.ndarray) -> str:
     height, width = image.shape[:2]
     return f"{width}x{height}"
-
-
-def _inside(det: sv.Detections, image: np.ndarray) -> sv.Detections:
-    """Given boxes clipped to the image (a box reaching past an edge is cut at it)."""
-    if not len(det):
-        return det
-    height, width = image.shape[:2]
-    det = det[:]
-    det.xyxy = np.clip(np.asarray(det.xyxy, dtype=np.float64), 0, [width, height, width, height])
-    return det
-
-
-def _empty_detections() -> sv.Detections:
-    import supervision as sv
-
-    det = sv.Detections.empty()
-    det.class_id = np.zeros(0, dtype=int)
-    det.confidence = np.zeros(0, dtype=np.float32)
-    det.data["class_name"] = np.array([], dtype=object)
-    return det
 
 
 class Pipeline:
@@ -389,14 +370,15 @@ class Pipeline:
         if self.tagger is not None:
             tags = timed("tag", self.tagger.tag, list(images))
 
-        run_ontology, local = self._vocabularies(
-            classes, run_ontology, tags, tag_merge, need=detections is None
+        run_ontology, local = vocabularies(
+            classes, run_ontology, tags, tag_merge, tagger=self.tagger is not None,
+            detector=self.detector is not None, need=detections is None
         )
 
         if detections is not None:
             if len(detections) != n:
                 raise ValueError(f"got {len(detections)} detections for {n} images")
-            dets = [self._named(_inside(d, img), run_ontology) for d, img in zip(detections, images)]
+            dets = [named(inside(d, img), run_ontology) for d, img in zip(detections, images)]
             names = [str(n) for d in dets for n in d.data.get("class_name", [])]
             unknown = [n for n in dict.fromkeys(names)
                        if run_ontology is None or n not in run_ontology.classes]
@@ -404,13 +386,13 @@ class Pipeline:
                 run_ontology = Ontology(unknown) if run_ontology is None else run_ontology.extend(unknown)
                 local = [run_ontology if o is None else o.extend(unknown) for o in local]
             if run_ontology is not None:
-                dets = [self._sync_ids(d, run_ontology) for d in dets]
+                dets = [sync_ids(d, run_ontology) for d in dets]
         elif self.detector is not None:
             prompts = [o.prompts if o is not None else [] for o in local]
             raw = timed("detect", self.detector.detect, list(images), prompts)
-            dets = [self._to_classes(d, o, run_ontology) for d, o in zip(raw, local)]
+            dets = [to_classes(d, o, run_ontology) for d, o in zip(raw, local)]
         else:
-            dets = [_empty_detections() for _ in range(n)]
+            dets = [empty_detections() for _ in range(n)]
 
         if thresholds is not None and self.classifier is None:
             dets = [thresholds.filter(d) for d in dets]
@@ -426,7 +408,7 @@ class Pipeline:
                 local = [o if o is not None else run_ontology for o in local]
             if run_ontology is not None:
                 dets = timed("classify", self.classifier.classify, list(images), dets, local)
-                dets = [self._sync_ids(d, run_ontology) for d in dets]
+                dets = [sync_ids(d, run_ontology) for d in dets]
             if thresholds is not None:
                 dets = [thresholds.filter(d) for d in dets]
 
@@ -461,81 +443,10 @@ class Pipeline:
                 out[i] = det
         for i, (image, det) in enumerate(zip(images, out)):
             if not len(det) and det.mask is None:
-                det = _empty_detections()
+                det = empty_detections()
                 det.mask = np.zeros((0, *image.shape[:2]), dtype=bool)
                 out[i] = det
         return out
-
-    def _vocabularies(
-        self,
-        classes: Ontology | None,
-        run: Ontology | None,
-        tags: list[list[Tag]],
-        tag_merge: bool,
-        *,
-        need: bool,
-    ) -> tuple[Ontology | None, list[Ontology | None]]:
-        """The run ontology (stable ids) and each image's own vocabulary."""
-        if classes is not None and not (tag_merge and self.tagger is not None):
-            return (run if run is not None else classes), [classes] * len(tags)
-        if classes is None and self.tagger is None and need and self.detector is not None:
-            raise ValueError(
-                "no classes given and no tagger to find any: pass classes=[...] "
-                "or use a preset with a tagger"
-            )
-        run = run if run is not None else classes
-        local: list[Ontology | None] = []
-        for tag_list in tags:
-            names = [t.name for t in tag_list]
-            if classes is not None:  # a tag that is already a user prompt keeps the user's class
-                names = [name for name in names if name not in classes.prompts]
-                vocabulary = classes.extend(names) if names else classes
-            else:
-                vocabulary = Ontology(names) if names else None
-            if vocabulary is not None:
-                run = vocabulary if run is None else run.extend(vocabulary)
-            local.append(vocabulary)
-        return run, local
-
-    @staticmethod
-    def _to_classes(det: sv.Detections, local: Ontology | None, run: Ontology | None) -> sv.Detections:
-        """Prompt indices -> run ontology class ids and names."""
-        if local is None or run is None or len(det) == 0:
-            if len(det):
-                return _empty_detections()
-            det.data["class_name"] = np.array([], dtype=object)
-            det.data.setdefault("prompt", np.array([], dtype=object))
-            det.class_id = np.zeros(0, dtype=int)
-            if det.confidence is None:
-                det.confidence = np.zeros(0, dtype=np.float32)
-            return det
-        prompt_idx = np.asarray(det.class_id, dtype=int)
-        names = np.array([local.classes[local.class_ids[i]] for i in prompt_idx], dtype=object)
-        det.data["prompt"] = np.array([local.prompts[i] for i in prompt_idx], dtype=object)
-        det.data["class_name"] = names
-        det.class_id = np.array([run.class_id(name) for name in names], dtype=int)
-        return det
-
-    @staticmethod
-    def _named(det: sv.Detections, run: Ontology | None) -> sv.Detections:
-        """Given detections: fill class names from ids (or ids from names)."""
-        det = det[:] if len(det) else _empty_detections()
-        if len(det) == 0:
-            return det
-        if det.confidence is None:
-            det.confidence = np.ones(len(det), dtype=np.float32)
-        if "class_name" not in det.data and run is not None and det.class_id is not None:
-            det.data["class_name"] = np.array([run.classes[i] for i in det.class_id], dtype=object)
-        if det.class_id is None:
-            det.class_id = np.zeros(len(det), dtype=int)
-        return det
-
-    @staticmethod
-    def _sync_ids(det: sv.Detections, run: Ontology) -> sv.Detections:
-        """After re-labelling, class ids follow the (possibly new) class names."""
-        if len(det) and "class_name" in det.data:
-            det.class_id = np.array([run.class_id(n) for n in det.data["class_name"]], dtype=int)
-        return det
 
     def _suppress(self, det: sv.Detections) -> sv.Detections:
         if len(det) < 2:
