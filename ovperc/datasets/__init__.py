@@ -18,7 +18,7 @@ _LAZY = {
     "DatasetError": "ovperc.datasets.io",
     "evaluate": "ovperc.datasets.scoring",
     "Evaluation": "ovperc.datasets.scoring",
-    "ClassMismatchError": "ovperc.datasets.scoring",
+    "ClassMismatchError": "ovperc.datasets.class_map",
     "NoScoresError": "ovperc.datasets.scoring",
     "tune_thresholds": "ovperc.datasets.tuning",
     "segment_dataset": "ovperc.datasets.segment",

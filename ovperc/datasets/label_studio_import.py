@@ -407,7 +407,7 @@ def _contents(writer: Any, item: Any, objects: Sequence[Any], classes: list[str]
     """The bytes of every annotation file of one image (``None``: the file is removed)."""
     import supervision as sv
 
-    from ovperc.labeling.writers import coco_annotations, voc_xml, yolo_lines
+    from ovperc.labeling.formats import coco_annotations, voc_xml, yolo_lines
     from ovperc.masks import encode_instance_png
 
     hw = (item.height, item.width)

@@ -17,6 +17,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ovperc.datasets.class_map import (  # noqa: F401  (ClassMismatchError, parse_class_map: public here too)
+    ClassMismatchError,
+    check_classes,
+    parse_class_map,
+    read_class_map,
+    rename_classes,
+)
 from ovperc.datasets.io import load_dataset
 
 if TYPE_CHECKING:
@@ -27,10 +34,6 @@ logger = logging.getLogger(__name__)
 Target = Literal["boxes", "masks"]
 #: confidence thresholds ``--sweep`` reports when none are given.
 DEFAULT_SWEEP: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-class ClassMismatchError(ValueError):
-    """The predictions name classes the ground truth does not have."""
 
 
 class NoScoresError(ValueError):
@@ -140,58 +143,6 @@ def _clean_floats(value: Any) -> Any:
     return value
 
 
-# ---------------------------------------------------------------------- class maps
-def parse_class_map(text: str) -> dict[str, str]:
-    """Parse ``"old=new, other=new2"`` into a dict; ``old=`` drops that class.
-
-    Raises:
-        ValueError: an entry has no ``=``.
-
-    Example:
-        >>> parse_class_map("man=person, woman=person, tree=")
-        {'man': 'person', 'woman': 'person', 'tree': ''}
-    """
-    mapping: dict[str, str] = {}
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        old, sep, new = item.partition("=")
-        if not sep or not old.strip():
-            raise ValueError(f"class map entries look like old=new, got {item.strip()!r}")
-        mapping[" ".join(old.split())] = " ".join(new.split())
-    return mapping
-
-
-def read_class_map(path: str | Path) -> dict[str, str]:
-    """Read a class map from YAML/JSON (``old: new``) or text (``old=new`` per line).
-
-    Example:
-        >>> read_class_map("class-map.yaml")  # doctest: +SKIP
-        {'man': 'person'}
-    """
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in (".yaml", ".yml", ".json"):
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{path}: expected an old: new mapping")
-        return {" ".join(str(k).split()): " ".join(str(v or "").split()) for k, v in data.items()}
-    return parse_class_map(",".join(line.split("#", 1)[0] for line in text.splitlines()))
-
-
-def _rename(det: sv.Detections, class_map: Mapping[str, str], classes: list[str]) -> sv.Detections:
-    """Apply the class map, drop emptied classes, and re-id by the ground truth's classes."""
-    names = [class_map.get(str(n), str(n)) for n in det.data.get("class_name", [])]
-    keep = np.array([bool(n) for n in names], dtype=bool)
-    det = det[keep] if len(det) else det
-    names = [n for n in names if n]
-    det.class_id = np.array([classes.index(n) for n in names], dtype=int)
-    det.data["class_name"] = np.array(names, dtype=object)
-    return det
-
-
 def _count_unscored(dets: Sequence[sv.Detections]) -> int:
     """Boxes without a confidence; they get 1.0 (every box counts as sure)."""
     unscored = 0
@@ -200,28 +151,6 @@ def _count_unscored(dets: Sequence[sv.Detections]) -> int:
             unscored += len(det)
             det.confidence = np.ones(len(det), dtype=np.float32)
     return unscored
-
-
-def check_classes(pred_classes: Sequence[str], gt_classes: Sequence[str],
-                  class_map: Mapping[str, str] | None = None) -> None:
-    """Refuse predictions whose classes (after the map) are not ground-truth classes.
-
-    Raises:
-        ClassMismatchError: the message lists the unknown names and how to map them.
-
-    Example:
-        >>> check_classes(["man"], ["person"], {"man": "person"})
-    """
-    class_map = class_map or {}
-    mapped = [class_map.get(c, c) for c in pred_classes]
-    unknown = [c for c, m in zip(pred_classes, mapped) if m and m not in gt_classes]
-    if unknown:
-        example = ",".join(f"{c}={gt_classes[0] if gt_classes else 'NEW'}" for c in unknown[:2])
-        raise ClassMismatchError(
-            f"prediction classes {unknown} are not ground-truth classes {list(gt_classes)}; "
-            f"map them with --class-map (e.g. --class-map \"{example}\"; 'name=' drops a class) "
-            "or --class-map-file"
-        )
 
 
 # ---------------------------------------------------------------------- scoring
@@ -411,8 +340,8 @@ def pair_datasets(
             f"{ground_truth} ({len(gt_images)} images); images are paired by their path "
             "relative to the images folder (and split)"
         )
-    preds = [_rename(pred_images[k].detections, class_map, classes) for k in common]
-    gts = [_rename(gt_images[k].detections, {}, classes) for k in common]
+    preds = [rename_classes(pred_images[k].detections, class_map, classes) for k in common]
+    gts = [rename_classes(gt_images[k].detections, {}, classes) for k in common]
     unscored = _count_unscored(preds)
     _count_unscored(gts)
     return PairedDatasets(classes, common, preds, gts, missing_pred, missing_gt,
