@@ -72,15 +72,16 @@ def check_layout(source: str | os.PathLike, out: str | os.PathLike, writer: Data
         raise ValueError(f"--out {out} is SOURCE itself; write the dataset to another folder "
                          "(it may lie inside SOURCE)")
     written = [*_all_managed(dst), dst / STATE_DIR]
-    for src_path, dst_path in ((src, dst), (real_src, real_dst)):
-        for folder in written:
-            inside = folder.relative_to(dst)
-            target = dst_path / inside
-            if src_path == target or target in src_path.parents:
-                raise ValueError(
-                    f"SOURCE {source} is inside {out}/{inside.as_posix()}, where ovperc writes "
-                    "the dataset; move the images elsewhere or choose another --out"
-                )
+    for folder in written:
+        inside = folder.relative_to(dst)
+        # the folder as named, as reached through OUT's real path, and where it really is
+        # (``images/`` may be a symlink to the photos themselves)
+        targets = {dst / inside, real_dst / inside, Path(os.path.realpath(folder))}
+        if any(s == t or t in s.parents for s in (src, real_src) for t in targets):
+            raise ValueError(
+                f"SOURCE {source} is inside {out}/{inside.as_posix()}, where ovperc writes "
+                "the dataset; move the images elsewhere or choose another --out"
+            )
 
 
 def holds_only_source(out: Path, source: str | os.PathLike | None) -> bool:

@@ -116,11 +116,13 @@ def scan_images(source: str | os.PathLike, *, exclude: Iterable[str | os.PathLik
     if not root.is_dir():
         return [_entry(root, root.name)]
     excluded = set()
+    excluded_real = []  # a folder inside an excluded one, reached through a symlink, is out too
     for path in exclude:
         try:
             excluded.add(_identity(Path(path)))
         except OSError:
             continue
+        excluded_real.append(Path(os.path.realpath(path)))
     entries: list[ScanEntry] = []
     visited: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -130,7 +132,8 @@ def scan_images(source: str | os.PathLike, *, exclude: Iterable[str | os.PathLik
         except OSError:
             dirnames[:] = []
             continue
-        if ident in visited or ident in excluded:
+        real = Path(os.path.realpath(here))
+        if ident in visited or ident in excluded or any(e in real.parents for e in excluded_real):
             if ident in visited:
                 logger.info("not following %s again (symlink loop or repeated link)", here)
             dirnames[:] = []

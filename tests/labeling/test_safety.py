@@ -70,6 +70,19 @@ def test_the_reported_data_loss_cannot_happen(tmp_path: Path) -> None:
     assert snapshot(photos) == before
 
 
+def test_a_dataset_folder_linked_to_the_photos_is_refused(tmp_path: Path) -> None:
+    """OUT/images a symlink to SOURCE: writing there would replace the photos with copies."""
+    photos = tmp_path / "photos"
+    make_good_folder(photos, 3)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "images").symlink_to(photos, target_is_directory=True)
+    before = snapshot(photos)
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="where ovperc writes"):
+            label(photos, tmp_path / "out", overwrite=overwrite)
+    assert snapshot(photos) == before
+
+
 def test_out_equal_to_source_is_refused(tmp_path: Path) -> None:
     make_good_folder(tmp_path / "p", 2)
     before = snapshot(tmp_path)
@@ -90,6 +103,15 @@ def test_source_elsewhere_inside_out_is_labelled_and_kept(tmp_path: Path) -> Non
     assert report.images_done == len(rels)
     report = label(data / "raw", data, overwrite=True, classes="bird")
     assert report.images_done == len(rels) and snapshot(data / "raw") == before
+
+
+def test_a_link_into_out_is_not_scanned(tmp_path: Path) -> None:
+    rels = make_good_folder(tmp_path / "photos", 3)
+    out = tmp_path / "out"
+    label(tmp_path / "photos", out)
+    (tmp_path / "photos" / "old").symlink_to(out / "images", target_is_directory=True)
+    again = label(tmp_path / "photos", out)
+    assert again.images_found == len(rels) and again.done_this_run == 0
 
 
 def test_out_inside_source_is_not_scanned(tmp_path: Path) -> None:
