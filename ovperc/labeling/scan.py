@@ -122,7 +122,10 @@ def scan_images(source: str | os.PathLike, *, exclude: Iterable[str | os.PathLik
             excluded.add(_identity(Path(path)))
         except OSError:
             continue
-        excluded_real.append(Path(os.path.realpath(path)))
+        real_path = Path(os.path.realpath(path))
+        real_root = Path(os.path.realpath(root))
+        if real_path != real_root and real_path not in real_root.parents:  # SOURCE may lie in it
+            excluded_real.append(real_path)
     entries: list[ScanEntry] = []
     visited: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
