@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
-from ovperc.hub import ModelNotAvailableError, hub_unavailable, is_local
+from ovperc.hub import ModelNotAvailableError, is_local
 from ovperc.stages.grounding_dino_prompt import PromptChunk, build_chunks, check_lengths, token_spans
 from ovperc.stages.grounding_dino_size import MIN_SIDE, pad_strip, processed_size
+from ovperc.stages.hf_loading import load_error
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -162,7 +163,7 @@ class GroundingDinoDetector:
         except OSError as error:
             if is_local(self.model_name):
                 raise
-            raise hub_unavailable(self.model_name, error) from error
+            raise load_error(self.model_name, error) from error
         model = model.to(device=device, dtype=dtype).eval()
         logger.info("loaded %s %s on %s (%s)", model_class.__name__, self.model_name, device, dtype)
         self._processor, self._device, self._dtype = processor, device, dtype
@@ -192,7 +193,7 @@ class GroundingDinoDetector:
             except OSError as error:
                 if is_local(self.model_name):
                     raise
-                raise hub_unavailable(self.model_name, error) from error
+                raise load_error(self.model_name, error) from error
         return self._text
 
     def check_prompts(self, prompts: Sequence[str]) -> None:

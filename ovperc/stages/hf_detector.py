@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
-from ovperc.hub import hub_unavailable, is_local
+from ovperc.hub import is_local
+from ovperc.stages.hf_loading import load_error
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -129,7 +130,7 @@ class HfDetector:
         except OSError as error:
             if is_local(self.model_name):
                 raise
-            raise hub_unavailable(self.model_name, error) from error
+            raise load_error(self.model_name, error) from error
         model = model.to(device=device, dtype=dtype).eval()
         logger.info("loaded %s %s on %s (%s)", model_class.__name__, self.model_name, device, dtype)
         self._processor, self._device, self._dtype = processor, device, dtype
