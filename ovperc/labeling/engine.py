@@ -154,16 +154,29 @@ def run_job(job: Job, out: str | os.PathLike, *, overwrite: bool = False, engine
                                 "changed since; their files were removed and they are done again")
         todo = [e for e in job.entries if e.rel not in manifest.done]
         report.already_done = len(job.entries) - len(todo)
-        recorder = ResultRecorder(sink, report, job.stems, background=write_behind, refine=job.refine,
-                                  failure=job.failure)
         runner: LabelEngine = engine if engine is not None else _Loop(job.pipeline)
-        try:
+
+        def run(entries: list[ScanEntry]) -> None:
+            recorder = ResultRecorder(sink, report, job.stems, background=write_behind,
+                                      refine=job.refine, failure=job.failure)
             try:
-                runner.run(todo, recorder, ontology=job.ontology, tag_merge=job.tag_merge,
+                runner.run(entries, recorder, ontology=job.ontology, tag_merge=job.tag_merge,
                            batch_size=batch_size, decode_workers=decode_workers,
                            max_pixels=max_pixels, progress=progress)
             finally:
                 recorder.close()  # every result computed is written, whatever stopped the run
+
+        try:
+            run(todo)
+            for _ in range(3):
+                # when tags decide the classes and a resumed run found new images before finished
+                # ones, ids follow first use in dataset order only after those are done again
+                moved = set(revalidate(manifest, job.entries, job.stems, job.base_classes))
+                if not moved:
+                    break
+                report.notes.append(f"{len(moved)} images labelled again so that class ids follow "
+                                    "first use in dataset order, as in an uninterrupted run")
+                run([e for e in job.entries if e.rel in moved])
         except KeyboardInterrupt:
             report.interrupted = True
             logger.warning("interrupted; rerun the same command to resume")

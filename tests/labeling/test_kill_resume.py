@@ -92,3 +92,27 @@ def test_tag_classes_stay_exact_when_an_image_that_added_a_class_is_gone(tmp_pat
     fresh = run(tmp_path / "fresh")
     assert report.classes == fresh.classes
     assert dataset_files(tmp_path / "out") == dataset_files(tmp_path / "fresh")
+
+
+def test_tag_classes_stay_exact_when_an_image_with_a_new_class_is_added_before(tmp_path: Path) -> None:
+    """Tags decide the classes: an added image that sorts first and names a new class."""
+    from ovperc import Pipeline
+    from ovperc.labeling import runner
+    from tests.labeling.fakes import FakeDetector, FakeTagger
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):  # green and wide
+        Image.fromarray(np.full((20, 30 + i, 3), (0, 200, 0), np.uint8)).save(src / f"b{i}.png")
+
+    def run(out: Path):
+        return runner.label_folder(Pipeline(tagger=FakeTagger(), detector=FakeDetector()), src, out,
+                                   signature={"models": "fake"}, progress=False)
+
+    run(tmp_path / "out")
+    Image.fromarray(np.full((40, 20, 3), (250, 0, 0), np.uint8)).save(src / "a_red_tall.png")
+    report = run(tmp_path / "out")
+    fresh = run(tmp_path / "fresh")
+    assert fresh.classes[:2] == ["red thing", "tall"]
+    assert report.classes == fresh.classes
+    assert dataset_files(tmp_path / "out") == dataset_files(tmp_path / "fresh")
