@@ -180,7 +180,20 @@ def choose_preset(args: argparse.Namespace, *, masks: bool, tags: bool) -> str:
     if getattr(args, "preset", None):
         return args.preset
     name = "tag+detect" if tags else "detect"
-    return name + "+segment" if masks else name
+    return name + "+segment" if masks and not _detector_segments(args) else name
+
+
+def _detector_segments(args: argparse.Namespace) -> bool:
+    """Whether ``--detector`` names a model that gives masks itself (SAM 3): no SAM needed."""
+    model = getattr(args, "detector", None)
+    if not model:
+        return False
+    from ovperc.registry import resolve
+
+    try:
+        return bool(getattr(resolve("detector", model).stage, "provides_masks", False))
+    except (ValueError, OSError, ImportError):
+        return False  # the pipeline build reports a bad name with the full message
 
 
 def _spec(model: str | None) -> str | None:

@@ -117,8 +117,9 @@ def label_folder(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if masks and pipeline.segmenter is None:
-        raise ValueError("masks=True needs a pipeline with a segmenter (e.g. preset 'detect+segment')")
+    if masks and pipeline.segmenter is None and not getattr(pipeline.detector, "provides_masks", False):
+        raise ValueError("masks=True needs a pipeline with a segmenter (e.g. preset 'detect+segment') "
+                         "or a detector that segments (e.g. preset 'sam3')")
     ontology = None if classes is None else Ontology.from_any(classes)
     if not 0.0 <= val_split < 1.0:
         raise ValueError(f"val_split must be in [0, 1), got {val_split}")

@@ -7,6 +7,7 @@ so many classes at once must give what one run per class gives.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import supervision as sv
 import torch
 
+from ovperc import Pipeline
 from ovperc.hub import ModelNotAvailableError
 from ovperc.stages import Detector
 from ovperc.stages.sam3 import MAX_PROMPT_TOKENS, Sam3Detector
@@ -242,3 +244,31 @@ def test_sam3_preset_builds_the_detector_alone(tiny_sam3: Path, images) -> None:
     result = local(images[0], classes=["cat", "dog"])
     assert result.detections.mask is not None
     assert result.detections.mask.shape[1:] == images[0].shape[:2]
+
+
+def test_label_writes_sam3_masks_without_a_segmenter(tiny_sam3: Path, tmp_path: Path) -> None:
+    """`ovperc label --detector <sam3 folder> --masks`: the detector's own masks, no SAM loaded."""
+    import argparse
+
+    from PIL import Image
+
+    from ovperc.cli import main
+    from ovperc.cli.options import choose_preset
+    from ovperc.labeling.runner import label_folder
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+            src / f"im{i}.png")
+    args = argparse.Namespace(preset=None, detector=str(tiny_sam3))
+    assert choose_preset(args, masks=True, tags=False) == "detect"
+    pipe = Pipeline(detector=Sam3Detector(tiny_sam3, device="cpu", box_threshold=0.0))
+    report = label_folder(pipe, src, tmp_path / "api", classes="cat, dog", masks=True, format="coco",
+                          progress=False)
+    assert report.exit_code == 0 and report.images_done == 2
+    annotations = json.loads((tmp_path / "api" / "annotations.json").read_text())["annotations"]
+    assert annotations and all(a["segmentation"]["size"] == [48, 64] for a in annotations)
+    code = main(["label", str(src), "--out", str(tmp_path / "cli"), "--classes", "cat", "--masks",
+                 "--detector", str(tiny_sam3), "--device", "cpu", "--no-progress"])
+    assert code == 0 and (tmp_path / "cli" / "labels" / "im0.txt").exists()
