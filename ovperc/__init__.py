@@ -24,6 +24,7 @@ _LAZY = {
     "Ontology": "ovperc.ontology",
     "load_image": "ovperc.image",
     "ImageError": "ovperc.image",
+    "UnsupportedImageError": "ovperc.image",
     "Tag": "ovperc.types",
     "ModelNotAvailableError": "ovperc.hub",
     "PRESETS": "ovperc.presets",
@@ -46,6 +47,7 @@ __all__ = [
     "Perception",
     "Pipeline",
     "Tag",
+    "UnsupportedImageError",
     "__version__",
     "load_image",
     "read_thresholds",
@@ -58,7 +60,7 @@ __all__ = [
 if TYPE_CHECKING:
     from ovperc import stages
     from ovperc.hub import ModelNotAvailableError
-    from ovperc.image import ImageError, load_image
+    from ovperc.image import ImageError, UnsupportedImageError, load_image
     from ovperc.ontology import Ontology
     from ovperc.pipeline import Pipeline
     from ovperc.presets import PRESETS
