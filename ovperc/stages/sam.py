@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
+from ovperc.stages.sam_attention import fuse_attention
 from ovperc.stages.sam_model import (
     SAM_MODELS,
     SamArchitecture,
@@ -75,6 +76,10 @@ class SamSegmenter:
             Default 128 on a GPU, 4 on the cpu: there the decoder is bound by memory
             traffic (every box runs over all 64x64 image tokens) and small groups that
             stay in cache decode 50 boxes about twice as fast as one call with all of them.
+        fused_attention: run the image encoder's attention through PyTorch's fused
+            ``scaled_dot_product_attention`` (same result within float tolerance, about 2x
+            faster on a CPU; see :mod:`ovperc.stages.sam_attention`); ``False`` keeps
+            segment-anything's own code path.
 
     The returned detections are copies of the given ones with ``mask`` set and
     ``data["mask_score"]`` (SAM's predicted IoU of each mask). Boxes are clipped to the
@@ -100,6 +105,7 @@ class SamSegmenter:
         multimask: bool = False,
         encoder_batch_size: int | None = None,
         max_boxes_per_call: int | None = None,
+        fused_attention: bool = True,
     ) -> None:
         name = os.fspath(model)
         if name not in SAM_MODELS and not Path(name).expanduser().is_file():
@@ -121,6 +127,7 @@ class SamSegmenter:
         self.encoder_batch_size = encoder_batch_size or (1 if self.device.type == "cpu" else 4)
         self.max_boxes_per_call = max_boxes_per_call or (
             CPU_BOXES_PER_CALL if self.device.type == "cpu" else GPU_BOXES_PER_CALL)
+        self.fused_attention = bool(fused_attention)
         self._sam: Sam | None = None
         self._lock = threading.Lock()
 
@@ -134,6 +141,8 @@ class SamSegmenter:
         with self._lock:
             if self._sam is None:
                 sam = load_sam(self.model_name, variant=self.variant, cache_dir=self.cache_dir)
+                if self.fused_attention:
+                    fuse_attention(sam)
                 sam.to(self.device)
                 # The prompt encoder always computes in float32; only the heavy parts are cast.
                 sam.image_encoder.to(self.dtype)

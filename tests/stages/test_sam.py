@@ -332,3 +332,26 @@ def test_corrupted_download_is_rejected_and_discarded(
     with pytest.raises(ValueError, match="sha256"):
         SamSegmenter("tiny", device="cpu", cache_dir=cache).load()
     assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_fused_attention_gives_the_reference_embedding_and_masks(tiny_sam: Path) -> None:
+    """The fused image-encoder attention equals segment-anything's own code within float
+    tolerance, and the masks match."""
+    import torch
+
+    from ovperc.stages.sam_attention import fuse_attention
+    from ovperc.stages.sam_model import load_sam
+
+    reference, fused = load_sam(tiny_sam), load_sam(tiny_sam)
+    assert fuse_attention(fused) == len(fused.image_encoder.blocks)
+    x = torch.randn(2, 3, reference.image_encoder.img_size, reference.image_encoder.img_size)
+    with torch.inference_mode():
+        a, b = reference.image_encoder(x), fused.image_encoder(x)
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    boxes = sv.Detections(xyxy=np.array([[4, 4, 40, 30], [20, 10, 60, 44]], dtype=np.float32))
+    plain = SamSegmenter(tiny_sam, device="cpu", fused_attention=False).segment([image], [boxes])[0]
+    quick = SamSegmenter(tiny_sam, device="cpu").segment([image], [boxes])[0]
+    # random tiny weights leave logits near the threshold: allow a pixel in a thousand
+    assert (plain.mask != quick.mask).mean() <= 1e-3
