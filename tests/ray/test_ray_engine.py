@@ -190,7 +190,7 @@ def test_ctrl_c_on_a_ray_run_then_resume_locally(tmp_path: Path, tiny_grounding_
     import time
 
     src = tmp_path / "src"
-    rels = make_good_folder(src, 5)
+    rels = make_good_folder(src, 24)  # enough that SIGINT after the first lands mid-run
     out = tmp_path / "out"
     command = [sys.executable, "-m", "ovperc", "label", str(src), "--out", str(out),
                "--classes", "cat, dog", "--batch-size", "1", "--no-progress",
