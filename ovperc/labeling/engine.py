@@ -29,7 +29,7 @@ from ovperc.hub import ModelNotAvailableError
 from ovperc.image import ImageError
 from ovperc.labeling.lock import check_unlocked, dataset_lock
 from ovperc.labeling.manifest import check_empty, check_resumable
-from ovperc.labeling.output import holds_only_source, prepare_output, revalidate
+from ovperc.labeling.output import fill_legacy_files, holds_only_source, prepare_output, revalidate
 from ovperc.labeling.report import Report
 from ovperc.labeling.scan import ScanEntry
 from ovperc.labeling.sink import DatasetSink, ResultRecorder
@@ -148,6 +148,7 @@ def run_job(job: Job, out: str | os.PathLike, *, overwrite: bool = False, engine
         sink = DatasetSink(job.writer, manifest)
         report = Report(source=job.source, out=str(out), format=job.format, images_found=len(job.entries))
         report.notes.extend(job.notes)
+        fill_legacy_files(manifest, job.writer)
         redone = revalidate(manifest, job.entries, job.stems, job.base_classes)
         if redone:
             report.notes.append(f"{len(redone)} images done by an earlier run were removed or "

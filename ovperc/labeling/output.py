@@ -111,6 +111,24 @@ def _all_managed(out: Path) -> list[Path]:
     return [p for f in FORMATS for p in make_writer(f, out).managed()]
 
 
+def fill_legacy_files(manifest: Manifest, writer: DatasetWriter) -> None:
+    """Give records of an older manifest (which did not list their files) the files the
+    writer writes for them, so that forgetting such an image removes them too.
+
+    Example:
+        >>> fill_legacy_files(manifest, make_writer("yolo", "dataset/"))  # doctest: +SKIP
+    """
+    for record in manifest.done.values():
+        if "files" in record:
+            continue
+        rel, stem = Path(str(record["rel"])), str(record["stem"])
+        item = ImageItem(rel, stem, rel.suffix, 1, 1, str(record.get("split", "")))
+        try:
+            record["files"] = [p.relative_to(writer.out).as_posix() for p in writer.paths(item)]
+        except (KeyError, ValueError):  # a layout this writer cannot place: leave it as it was
+            continue
+
+
 def revalidate(manifest: Manifest, entries: Sequence[ScanEntry], stems: Mapping[str, str],
                base_classes: Sequence[str]) -> list[str]:
     """Forget finished images that a fresh run over the current source would write otherwise.
@@ -142,8 +160,10 @@ def revalidate(manifest: Manifest, entries: Sequence[ScanEntry], stems: Mapping[
         except OSError:
             stale.append(rel)
     forgotten = manifest.forget(stale)
-    if any(r.get("reviewed") for r in manifest.done.values()):
-        return forgotten  # reviewed labels keep their ids: none may move
+    if any(r.get("reviewed") or "classes" not in r for r in manifest.done.values()):
+        # reviewed labels keep their ids, and so do records of an older manifest (their
+        # classes' order of first use was not recorded): none may move
+        return forgotten
     while True:  # class ids as a fresh run would give them: first use, in dataset order
         order = sorted(manifest.done.values(), key=lambda r: sort_key(str(r["rel"])))
         classes = list(base_classes)

@@ -116,3 +116,22 @@ def test_tag_classes_stay_exact_when_an_image_with_a_new_class_is_added_before(t
     assert fresh.classes[:2] == ["red thing", "tall"]
     assert report.classes == fresh.classes
     assert dataset_files(tmp_path / "out") == dataset_files(tmp_path / "fresh")
+
+
+def test_a_dataset_from_the_previous_release_resumes_over_a_changed_folder(tmp_path: Path) -> None:
+    """Manifest records of 0.1 listed neither their files nor their classes' order."""
+    import json
+
+    src = tmp_path / "src"
+    rels = make_good_folder(src, 5)
+    out = tmp_path / "out"
+    label(src, out, format="voc", masks=True)
+    log = out / ".ovperc" / "done.jsonl"
+    old = [{k: v for k, v in json.loads(line).items() if k in ("rel", "stem", "counts")}
+           for line in log.read_text().splitlines()]
+    log.write_text("".join(json.dumps(r) + "\n" for r in old))
+    (src / rels[2]).unlink()
+    report = label(src, out, format="voc", masks=True)
+    fresh = label(src, tmp_path / "fresh", format="voc", masks=True)
+    assert report.exit_code == fresh.exit_code == 0
+    assert dataset_files(out) == dataset_files(tmp_path / "fresh")
