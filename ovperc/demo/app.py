@@ -96,7 +96,8 @@ def build_app(
         queue_size: requests that may wait; more get a "queue is full" message.
         limits: what uploads and prompts may be (see :class:`~ovperc.demo.DemoLimits`).
         workdir: folder for result files; by default a new temporary folder, removed
-            when the app is garbage-collected or the process exits.
+            when the app is garbage-collected or the process exits. In a folder you give,
+            only the result files the demo wrote are ever removed.
         guide: what the page suggests and says the models know; by default chosen from
             the pipeline's models (:func:`~ovperc.demo.guide.guide_for`).
 
@@ -118,7 +119,7 @@ def build_app(
     owned = workdir is None
     folder = Path(tempfile.mkdtemp(prefix="ovperc-demo-")) if owned else Path(workdir)
     guide = guide or guide_for(pipeline)
-    runner = DemoRunner(pipeline, workdir=folder, limits=limits, guide=guide)
+    runner = DemoRunner(pipeline, workdir=folder, limits=limits, guide=guide, owns_workdir=owned)
 
     with api.demo_blocks(gr)(title="ovperc demo", analytics_enabled=False) as app:
         gr.Markdown(INTRO, elem_id="intro")

@@ -227,10 +227,13 @@ class DemoRunner:
 
     Args:
         pipeline: the stages to use; models load once and are shared by every request.
-        workdir: the folder where result files are written (the app owns it).
+        workdir: the folder where result files are written.
         limits: what the demo accepts.
         guide: what the models know and what the page suggests; by default
             :func:`~ovperc.demo.guide.guide_for` the pipeline.
+        owns_workdir: the folder is the demo's own (a temporary folder it made), so any old
+            file in it may go; ``False`` for a folder someone gave, where only the result
+            files this runner wrote are ever removed.
 
     Raises:
         ValueError: the pipeline has neither a detector nor a tagger.
@@ -241,7 +244,8 @@ class DemoRunner:
     """
 
     def __init__(self, pipeline: Pipeline, workdir: str | Path,
-                 limits: DemoLimits | None = None, guide: DemoGuide | None = None) -> None:
+                 limits: DemoLimits | None = None, guide: DemoGuide | None = None, *,
+                 owns_workdir: bool = True) -> None:
         if not isinstance(pipeline, Pipeline):
             raise TypeError(f"the demo needs an ovperc.Pipeline, got {type(pipeline).__name__}")
         if pipeline.detector is None and pipeline.tagger is None:
@@ -249,6 +253,8 @@ class DemoRunner:
         self.pipeline = pipeline
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.owns_workdir = owns_workdir
+        self._written: list[Path] = []  # result files of this runner, oldest first
         self.limits = limits or DemoLimits()
         self.guide = guide or guide_for(pipeline)
 
@@ -462,18 +468,25 @@ class DemoRunner:
         json_path = self.workdir / f"{stem}.json"
         record = perception.to_dict() if record is None else record
         json_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        self._written.append(json_path)
         mask = instance_mask(perception)
         mask_path = None
         if mask is not None:
             mask_path = self.workdir / f"{stem}-masks.png"
             Image.fromarray(mask).save(mask_path)
+            self._written.append(mask_path)
         return json_path, mask_path
 
     def _remove_old_files(self) -> None:
+        """Result files past ``keep_seconds`` go: any in the demo's own folder, only this
+        runner's in a folder someone else gave."""
         cutoff = time.time() - self.limits.keep_seconds
-        for path in self.workdir.iterdir():
+        candidates = list(self.workdir.iterdir()) if self.owns_workdir else list(self._written)
+        for path in candidates:
             try:
                 if path.is_file() and path.stat().st_mtime < cutoff:
                     path.unlink()
             except OSError:  # removed by another request meanwhile
-                continue
+                pass
+            if not path.exists() and path in self._written:
+                self._written.remove(path)

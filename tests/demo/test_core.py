@@ -298,6 +298,19 @@ def test_old_result_files_are_removed(runner: DemoRunner, shapes_path: Path):
     assert not old.exists()
 
 
+def test_a_given_workdir_loses_only_the_demos_own_files(tmp_path: Path, shapes_path: Path):
+    mine = tmp_path / "holiday.json"
+    mine.write_text("{}")
+    runner = DemoRunner(ovperc.Pipeline(tagger=FakeTagger([("sky", 0.5)])), workdir=tmp_path,
+                        owns_workdir=False)
+    first = runner.run(shapes_path, RunOptions(classes=""))
+    stale = time.time() - 2 * runner.limits.keep_seconds
+    for path in (mine, first.json_path):
+        os.utime(path, (stale, stale))
+    runner.run(shapes_path, RunOptions(classes=""))
+    assert mine.read_text() == "{}" and not first.json_path.exists()
+
+
 def test_tagger_only_pipeline_tags(tmp_path: Path, shapes_path: Path):
     runner = DemoRunner(ovperc.Pipeline(tagger=FakeTagger([("sky", 0.5)])), workdir=tmp_path)
     result = runner.run(shapes_path, RunOptions(classes=""))
