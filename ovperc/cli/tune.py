@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ovperc.cli.options import positive_int
 from ovperc.datasets.io import FORMAT_CHOICES
 
 HELP = "choose a confidence threshold per class from hand labels; writes thresholds.yaml"
@@ -48,16 +49,6 @@ def _iou(text: str) -> float:
     return matching[0]
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, got {text!r}")
-    return value
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``ovperc tune``.
 
@@ -84,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "(default: the threshold with the best F1)")
     parser.add_argument("--iou", type=_iou, default=0.5, metavar="IOU",
                         help="IoU a box needs to match a hand box: 0.5, 0.55, ..., 0.95 (default 0.5)")
-    parser.add_argument("--min-support", type=_count, default=DEFAULT_MIN_SUPPORT, metavar="N",
+    parser.add_argument("--min-support", type=positive_int, default=DEFAULT_MIN_SUPPORT, metavar="N",
                         help="hand boxes a class needs for its own threshold; classes with "
                              f"fewer keep the global default (default {DEFAULT_MIN_SUPPORT})")
     parser.add_argument("--pred-format", choices=FORMAT_CHOICES, default="auto",
