@@ -25,8 +25,9 @@ from ovperc.datasets.label_studio_tasks import reference_parts, reviewed_annotat
 from ovperc.labeling import runner
 from ovperc.labeling.manifest import discard
 from ovperc.masks import brush_rle_to_mask
-from tests.labeling.fakes import FakeDetector, FakeSegmenter
+from tests.labeling.fakes import FakeDetector
 from tests.labeling.folders import make_good_folder
+from tests.labeling.test_safety import label
 
 # make_good_folder(n=3): img0.jpg 40x48, sub/img1.png 48x40 (stem sub__img1), img2.png 40x48
 
@@ -72,14 +73,6 @@ def brush_rle(mask: np.ndarray, colour: tuple[int, int, int] = (200, 30, 40)) ->
     stream = "".join(bits)
     stream += "0" * (-len(stream) % 8)
     return [int(stream[i:i + 8], 2) for i in range(0, len(stream), 8)]
-
-
-def label(src: Path, out: Path, **kwargs):
-    kwargs.setdefault("signature", {"models": "fake"})
-    kwargs.setdefault("classes", "cat, dog")
-    kwargs.setdefault("progress", False)
-    pipe = Pipeline(detector=FakeDetector(), segmenter=FakeSegmenter())
-    return runner.label_folder(pipe, src, out, **kwargs)
 
 
 def snapshot(root: Path) -> dict[str, str]:
