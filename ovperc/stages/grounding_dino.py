@@ -34,7 +34,7 @@ from ovperc.device import resolve_device, resolve_dtype
 from ovperc.hub import ModelNotAvailableError, is_local
 from ovperc.stages.grounding_dino_prompt import PromptChunk, build_chunks, check_lengths, token_spans
 from ovperc.stages.grounding_dino_size import MIN_SIDE, pad_strip, processed_size
-from ovperc.stages.hf_loading import load_error
+from ovperc.stages.hf_loading import load_error, load_with_processor
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -149,23 +149,12 @@ class GroundingDinoDetector:
         return self
 
     def _load_locked(self) -> None:
-        from transformers import AutoConfig, AutoProcessor
-
         device = resolve_device(self.device_name)
         dtype = resolve_dtype(self.dtype_name, device)
-        kwargs: dict[str, Any] = {"cache_dir": self.cache_dir, "revision": self.revision,
-                                  "trust_remote_code": False}
-        try:
-            config = AutoConfig.from_pretrained(self.model_name, **kwargs)
-            model_class = model_class_for(config.model_type, self.model_name)
-            processor = AutoProcessor.from_pretrained(self.model_name, **kwargs)
-            model = model_class.from_pretrained(self.model_name, config=config, **kwargs)
-        except OSError as error:
-            if is_local(self.model_name):
-                raise
-            raise load_error(self.model_name, error) from error
-        model = model.to(device=device, dtype=dtype).eval()
-        logger.info("loaded %s %s on %s (%s)", model_class.__name__, self.model_name, device, dtype)
+        _, processor, model = load_with_processor(
+            self.model_name, lambda kind: model_class_for(kind, self.model_name), device=device,
+            dtype=dtype, cache_dir=self.cache_dir, revision=self.revision)
+        logger.info("loaded %s %s on %s (%s)", type(model).__name__, self.model_name, device, dtype)
         self._processor, self._device, self._dtype = processor, device, dtype
         self._model = model  # last: other threads test this attribute
 

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
-from ovperc.hub import is_local
-from ovperc.stages.hf_loading import load_error
+from ovperc.stages.hf_loading import load_with_processor
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -114,25 +113,18 @@ class HfDetector:
 
     def _load_locked(self) -> None:
         import transformers
-        from transformers import AutoConfig, AutoProcessor
+
+        def model_class(model_type: str) -> Any:
+            if model_type not in self.MODEL_CLASSES:
+                raise ValueError(self._wrong_type(model_type))
+            return getattr(transformers, self.MODEL_CLASSES[model_type])
 
         device = resolve_device(self.device_name)
         dtype = resolve_dtype(self.dtype_name, device)
-        kwargs: dict[str, Any] = {"cache_dir": self.cache_dir, "revision": self.revision,
-                                  "trust_remote_code": False}
-        try:
-            config = AutoConfig.from_pretrained(self.model_name, **kwargs)
-            if config.model_type not in self.MODEL_CLASSES:
-                raise ValueError(self._wrong_type(config.model_type))
-            model_class = getattr(transformers, self.MODEL_CLASSES[config.model_type])
-            processor = AutoProcessor.from_pretrained(self.model_name, **kwargs)
-            model = model_class.from_pretrained(self.model_name, config=config, **kwargs)
-        except OSError as error:
-            if is_local(self.model_name):
-                raise
-            raise load_error(self.model_name, error) from error
-        model = model.to(device=device, dtype=dtype).eval()
-        logger.info("loaded %s %s on %s (%s)", model_class.__name__, self.model_name, device, dtype)
+        config, processor, model = load_with_processor(
+            self.model_name, model_class, device=device, dtype=dtype, cache_dir=self.cache_dir,
+            revision=self.revision)
+        logger.info("loaded %s %s on %s (%s)", type(model).__name__, self.model_name, device, dtype)
         self._processor, self._device, self._dtype = processor, device, dtype
         self._model_type = config.model_type
         self._model = model  # last: other threads test this attribute

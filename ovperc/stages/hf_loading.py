@@ -9,6 +9,7 @@ that needs its licence accepted on the hub first) says so, with the page to ask 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,36 @@ def from_pretrained(cls: Any, model: str, *, licence: Licence | None = None, **k
         if is_local(model):
             raise
         raise load_error(model, error, licence) from error
+
+
+def load_with_processor(model: str, model_class_for: Callable[[str], Any], *, device: Any, dtype: Any,
+                        cache_dir: str | None = None, revision: str | None = None,
+                        licence: Licence | None = None) -> tuple[Any, Any, Any]:
+    """Config, processor and model of a hub id or folder, the model class chosen by
+    ``model_class_for(config.model_type)`` (which raises ``ValueError`` for a type it does
+    not serve); the model is moved to ``device``/``dtype`` in eval mode.
+
+    Raises:
+        ModelNotAvailableError: a hub model that cannot be fetched (gated ones say so).
+        ValueError: the config's ``model_type`` is not one ``model_class_for`` serves.
+
+    Example:
+        >>> config, processor, model = load_with_processor(  # doctest: +SKIP
+        ...     "./owlv2", lambda kind: Owlv2ForObjectDetection, device="cpu", dtype=torch.float32)
+    """
+    from transformers import AutoConfig, AutoProcessor
+
+    kwargs: dict[str, Any] = {"cache_dir": cache_dir, "revision": revision, "trust_remote_code": False}
+    try:
+        config = AutoConfig.from_pretrained(model, **kwargs)
+        model_class = model_class_for(config.model_type)
+        processor = AutoProcessor.from_pretrained(model, **kwargs)
+        network = model_class.from_pretrained(model, config=config, **kwargs)
+    except OSError as error:
+        if is_local(model):
+            raise
+        raise load_error(model, error, licence) from error
+    return config, processor, network.to(device=device, dtype=dtype).eval()
 
 
 def load_error(model: str, error: BaseException, licence: Licence | None = None) -> ModelNotAvailableError:
