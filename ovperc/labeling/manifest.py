@@ -13,9 +13,15 @@ Files in ``<dataset>/.ovperc/``:
 * ``pending.json``: the images being written right now and their files, recorded *before*
   the first byte is written, so a run killed half-way (``kill -9``) leaves nothing behind
   that the next run cannot find: it removes those files and their temporaries.
+* ``originals/``: the original bytes of every file ovperc did not write but was told to
+  change (``ovperc label --existing``: a hand label file it adds boxes to, a ``data.yaml``
+  or ``annotations.json`` it extends). The copy is made and recorded in ``manifest.json``
+  (``originals``) before the file is changed, and wherever a file ovperc wrote would be
+  removed, such a file gets its original bytes back instead.
 
 The manifest is the only thing that decides what ovperc may delete: :meth:`Manifest.forget`
-and :func:`discard` remove exactly the files it recorded, never anything else.
+and :func:`discard` remove exactly the files it recorded, never anything else, and restore
+the files it adopted (:meth:`Manifest.adopt`).
 
 Example:
     >>> import tempfile
@@ -35,7 +41,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ovperc.atomic import atomic_write_text, remove_temporaries
+from ovperc.atomic import atomic_copy, atomic_write_text, remove_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +49,9 @@ MANIFEST_VERSION = 2
 
 #: folder (inside the dataset) for run state: manifest, log, COCO per-image parts.
 STATE_DIR = ".ovperc"
+
+#: folder (inside :data:`STATE_DIR`) holding the original bytes of adopted files.
+ORIGINALS_DIR = "originals"
 
 
 class ManifestMismatchError(ValueError):
@@ -58,6 +67,8 @@ class Manifest:
         classes: the dataset's class names; the index of a name is its class id.
         done: ``rel -> record`` of finished images.
         files: dataset-wide files (relative to ``root``) this run wrote.
+        originals: ``file -> backup`` (both relative to ``root``) of every file ovperc did not
+            write but changed (see :meth:`adopt`).
 
     Example:
         >>> m = Manifest.open("dataset/", {"format": "yolo", "classes": {"dog": "dog"}})  # doctest: +SKIP
@@ -66,12 +77,14 @@ class Manifest:
     """
 
     def __init__(self, root: Path, signature: dict[str, Any], classes: list[str],
-                 done: dict[str, dict[str, Any]], files: Sequence[str] = ()) -> None:
+                 done: dict[str, dict[str, Any]], files: Sequence[str] = (),
+                 originals: Mapping[str, str] | None = None) -> None:
         self.root = root
         self.signature = signature
         self.classes = list(classes)
         self.done = done
         self.files = list(files)
+        self.originals = dict(originals or {})
 
     # ------------------------------------------------------------------ paths
     @property
@@ -123,7 +136,7 @@ class Manifest:
             if stored.get("signature") != signature:
                 raise ManifestMismatchError(_mismatch_message(root, stored.get("signature") or {}, signature))
             manifest = cls(root, signature, list(stored.get("classes") or []), {},
-                           stored.get("files") or [])
+                           stored.get("files") or [], stored.get("originals") or {})
             manifest.done = dict(manifest._read_log())
             pending = _read_pending(manifest.pending_path)
             manifest._remove_temporaries([f for entry in pending for f in entry["files"]])
@@ -134,6 +147,9 @@ class Manifest:
             check_empty(root)
         manifest = cls(root, signature, list(classes), {})
         manifest.state_dir.mkdir(parents=True, exist_ok=True)
+        # a run killed while writing its first manifest.json leaves a temporary of it
+        _remove_temporaries_of(root, [_relative(root, p) or "" for p in (manifest.manifest_path,
+                                                                         manifest.pending_path)])
         manifest.log_path.unlink(missing_ok=True)
         manifest.pending_path.unlink(missing_ok=True)
         manifest.save()
@@ -150,6 +166,7 @@ class Manifest:
             "signature": self.signature,
             "classes": self.classes,
             "files": self.files,
+            **({"originals": self.originals} if self.originals else {}),
         }
         atomic_write_text(self.manifest_path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
@@ -183,13 +200,18 @@ class Manifest:
             return False
         return rel in self.files or any(rel in r.get("files", ()) for r in self.done.values())
 
-    def claim(self, path: Path) -> bool:
+    def claim(self, path: Path, *, adopt: bool = False) -> bool:
         """Record a dataset-wide file as this run's before writing it.
+
+        Args:
+            path: the file.
+            adopt: a file that ovperc did not write may be changed: its original bytes are
+                kept first (see :meth:`adopt`).
 
         Returns:
             ``True`` when the run may write ``path``: it recorded it before, or nothing is
-            there yet (it is recorded now); ``False`` when a file that ovperc did not write
-            is there.
+            there yet (it is recorded now), or it was adopted; ``False`` when a file that
+            ovperc did not write is there (and not ``adopt``).
 
         Example:
             >>> manifest.claim(Path("dataset/data.yaml"))  # doctest: +SKIP
@@ -201,10 +223,52 @@ class Manifest:
         if rel in self.files:
             return True
         if path.exists() or path.is_symlink():
-            return False
+            if not adopt or not self.adopt(path):
+                return False
         self.files.append(rel)
         self.save()
         return True
+
+    def adopt(self, path: Path) -> bool:
+        """Keep the original bytes of a file ovperc did not write, so that it may change it.
+
+        The copy goes to ``.ovperc/originals/<file>`` and is recorded in ``manifest.json``
+        before this returns; from then on, removing the file (``--overwrite``, a forgotten
+        image, a run killed while writing it) puts the original bytes back instead.
+
+        Returns:
+            ``True`` when ``path`` is adopted (now or before); ``False`` when it is not a
+            regular file inside the dataset (a link, a folder: never changed).
+
+        Example:
+            >>> manifest.adopt(Path("dataset/labels/a.txt"))  # doctest: +SKIP
+            True
+        """
+        rel = _relative(self.root, path)
+        if rel is None or _inside(self.root, rel) is None:
+            return False
+        if rel in self.originals and (self.root / self.originals[rel]).is_file():
+            return True
+        if path.is_symlink() or not path.is_file():
+            return False
+        # recorded first, so that a run killed while copying leaves no temporary nobody knows
+        # of; until the copy is complete the file is never changed
+        backup = f"{STATE_DIR}/{ORIGINALS_DIR}/{rel}"
+        self.originals[rel] = backup
+        self.save()
+        atomic_copy(path, self.root / backup)
+        return True
+
+    def original(self, path: Path) -> Path | None:
+        """Where the original bytes of an adopted file are kept (``None``: not adopted).
+
+        Example:
+            >>> manifest.original(Path("dataset/data.yaml"))  # doctest: +SKIP
+            PosixPath('dataset/.ovperc/originals/data.yaml')
+        """
+        rel = _relative(self.root, path)
+        backup = None if rel is None else self.originals.get(rel)
+        return None if backup is None else self.root / backup
 
     def begin(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Record the images about to be written, with their ``files``, before writing them.
@@ -254,7 +318,7 @@ class Manifest:
         # intent first: a crash while deleting leaves a pending entry the next open finishes
         self.begin([self.done[rel] for rel in gone])
         for rel in gone:
-            _remove_files(self.root, self.done[rel].get("files", ()))
+            self.drop(self.done[rel].get("files", ()))
             del self.done[rel]
         text = "".join(json.dumps(r, ensure_ascii=True, sort_keys=True) + "\n" for r in self.done.values())
         atomic_write_text(self.log_path, text)
@@ -269,14 +333,35 @@ class Manifest:
     def _clear_pending(self, pending: list[dict[str, Any]]) -> None:
         for entry in pending:
             if entry["rel"] not in self.done:
-                removed = _remove_files(self.root, entry["files"])
+                removed = self.drop(entry["files"])
                 if removed:
                     logger.info("removed %d files of %s, begun by an interrupted run",
                                 removed, entry["rel"])
         self.pending_path.unlink(missing_ok=True)
 
+    def drop(self, files: Iterable[str]) -> int:
+        """Remove files this run wrote; an adopted one gets its original bytes back instead.
+
+        Returns:
+            How many files were removed or restored.
+
+        Example:
+            >>> manifest.drop(["labels/a.txt"])  # doctest: +SKIP
+            1
+        """
+        files = list(files)
+        restored = [rel for rel in files if rel in self.originals]
+        removed = _remove_files(self.root, [rel for rel in files if rel not in self.originals])
+        for rel in restored:
+            _restore(self.root, rel, self.originals[rel])
+            backup = self.originals.pop(rel)
+            self.save()
+            (self.root / backup).unlink(missing_ok=True)
+        return removed + len(restored)
+
     def _remove_temporaries(self, pending: list[str]) -> None:
         recorded = [*self.files, *pending, *(f for r in self.done.values() for f in r.get("files", ()))]
+        recorded += list(self.originals.values())
         recorded += [_relative(self.root, p) or "" for p in (self.manifest_path, self.log_path,
                                                             self.pending_path)]
         _remove_temporaries_of(self.root, recorded)
@@ -350,9 +435,14 @@ def discard(root: str | os.PathLike, files_of: Any = None) -> int:
         elif files_of is not None:
             files.extend(files_of(stored.get("signature") or {}, record))
     files.extend(f for entry in _read_pending(state / "pending.json") for f in entry["files"])
+    originals = {str(k): str(v) for k, v in (stored.get("originals") or {}).items()}
     state_files = ["manifest.json", "done.jsonl", "pending.json"]
-    _remove_temporaries_of(root, [*files, *(f"{STATE_DIR}/{name}" for name in state_files)])
-    removed = _remove_files(root, files)
+    _remove_temporaries_of(root, [*files, *originals.values(),
+                                  *(f"{STATE_DIR}/{name}" for name in state_files)])
+    removed = _remove_files(root, [f for f in files if f not in originals])
+    for rel, backup in originals.items():
+        _restore(root, rel, backup)
+    _remove_files(root, list(originals.values()))
     for name in ["done.jsonl", "pending.json", "manifest.json"]:  # the manifest last
         (state / name).unlink(missing_ok=True)
     logger.info("removed %d files of the previous run in %s", removed, root)
@@ -422,6 +512,20 @@ def _remove_files(root: Path, files: Iterable[str]) -> int:
                 break
             folder = folder.parent
     return removed
+
+
+def _restore(root: Path, rel: str, backup: str) -> bool:
+    """Put an adopted file's original bytes back.
+
+    Without its copy (a run killed while making it, before the file was ever changed) the
+    file is left as it is and ``False`` returned.
+    """
+    source, target = _inside(root, backup), _inside(root, rel)
+    if source is None or target is None or not source.is_file():
+        logger.info("%s: no original kept (the file was not changed); left as it is", rel)
+        return False
+    atomic_copy(source, target)
+    return True
 
 
 def _remove_temporaries_of(root: Path, files: Iterable[str]) -> None:
