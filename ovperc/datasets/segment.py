@@ -95,9 +95,10 @@ class SplitWriter(DatasetWriter):
         writer, inner = self._route(item)
         return writer.paths(inner)
 
-    def write(self, item: ImageItem, detections: sv.Detections, classes: list[str]) -> None:
+    def write(self, item: ImageItem, detections: sv.Detections, classes: list[str], *,
+              image: bool = True) -> None:
         writer, inner = self._route(item)
-        writer.write(inner, detections, classes)
+        writer.write(inner, detections, classes, image=image)
 
     def _data_yaml(self, name: str) -> tuple[Path, Path] | None:
         split = self.splits[name]

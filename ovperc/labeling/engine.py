@@ -37,6 +37,7 @@ from ovperc.labeling.writers import DatasetWriter
 from ovperc.prefetch import decode_images
 
 if TYPE_CHECKING:
+    from ovperc.labeling.existing import ExistingLabels
     from ovperc.ontology import Ontology
     from ovperc.pipeline import Pipeline
     from ovperc.result import Perception
@@ -91,6 +92,8 @@ class Job:
         refine: applied to each result before it is written (see ``ResultRecorder``).
         failure: how a failed image's reason begins in the report.
         notes: what the report should also say.
+        existing: labels the dataset already holds that ovperc did not write, and what to do
+            with them (``ovperc label --existing``); ``None``: ``out`` is ovperc's alone.
 
     Example:
         >>> job = Job(pipe, entries, stems, writer, {"format": "yolo"}, ["dog"])  # doctest: +SKIP
@@ -110,12 +113,15 @@ class Job:
     refine: Callable[[Perception], Perception] | None = None
     failure: str = "pipeline failed"
     notes: list[str] = field(default_factory=list)
+    existing: ExistingLabels | None = None
 
 
 def preflight(out: str | os.PathLike, signature: Mapping[str, Any], pipeline: Pipeline, *,
-              overwrite: bool, engine: Any = None, source: str | os.PathLike | None = None) -> None:
+              overwrite: bool, engine: Any = None, source: str | os.PathLike | None = None,
+              existing: bool = False) -> None:
     """Everything checked before a run reads its first image: the run in ``out`` (same
-    settings, or none and an empty folder), its lock, and every model (loaded now).
+    settings, or none and an empty folder, or with ``existing`` a dataset of other labels),
+    its lock, and every model (loaded now).
 
     Nothing is created, and no model loads, before the cheap checks pass.
 
@@ -125,7 +131,7 @@ def preflight(out: str | os.PathLike, signature: Mapping[str, Any], pipeline: Pi
     """
     if not overwrite:
         check_resumable(Path(out), signature)
-        if not holds_only_source(Path(out), source):
+        if not existing and not holds_only_source(Path(out), source):
             check_empty(Path(out))
     check_unlocked(out)
     if engine is None:
@@ -144,17 +150,21 @@ def run_job(job: Job, out: str | os.PathLike, *, overwrite: bool = False, engine
     start = time.perf_counter()
     with dataset_lock(out):
         manifest = prepare_output(out, job.writer, job.signature, classes=job.base_classes,
-                                  overwrite=overwrite, source=source)
-        sink = DatasetSink(job.writer, manifest)
+                                  overwrite=overwrite, source=source, existing=job.existing is not None)
+        sink = DatasetSink(job.writer, manifest, job.existing)
         report = Report(source=job.source, out=str(out), format=job.format, images_found=len(job.entries))
         report.notes.extend(job.notes)
         fill_legacy_files(manifest, job.writer)
-        redone = revalidate(manifest, job.entries, job.stems, job.base_classes)
+        entries = job.entries
+        if job.existing is not None:
+            job.existing.bind(manifest)
+            entries, held = job.existing.partition(entries, job.stems)
+        redone = revalidate(manifest, entries, job.stems, job.base_classes)
         if redone:
             report.notes.append(f"{len(redone)} images done by an earlier run were removed or "
                                 "changed since; their files were removed and they are done again")
-        todo = [e for e in job.entries if e.rel not in manifest.done]
-        report.already_done = len(job.entries) - len(todo)
+        todo = [e for e in entries if e.rel not in manifest.done]
+        report.already_done = len(entries) - len(todo)
         runner: LabelEngine = engine if engine is not None else _Loop(job.pipeline)
 
         def run(entries: list[ScanEntry]) -> None:
@@ -172,12 +182,12 @@ def run_job(job: Job, out: str | os.PathLike, *, overwrite: bool = False, engine
             for _ in range(3):
                 # when tags decide the classes and a resumed run found new images before finished
                 # ones, ids follow first use in dataset order only after those are done again
-                moved = set(revalidate(manifest, job.entries, job.stems, job.base_classes))
+                moved = set(revalidate(manifest, entries, job.stems, job.base_classes))
                 if not moved:
                     break
                 report.notes.append(f"{len(moved)} images labelled again so that class ids follow "
                                     "first use in dataset order, as in an uninterrupted run")
-                run([e for e in job.entries if e.rel in moved])
+                run([e for e in entries if e.rel in moved])
         except KeyboardInterrupt:
             report.interrupted = True
             logger.warning("interrupted; rerun the same command to resume")
@@ -189,6 +199,8 @@ def run_job(job: Job, out: str | os.PathLike, *, overwrite: bool = False, engine
             problem = sink.finalize()
             if problem is not None:
                 report.notes.append(problem)
+            if job.existing is not None:
+                report.notes.extend(job.existing.notes(held))
             report.add_time("write", time.perf_counter() - t0)
             report.images_done = len(manifest.done)
             report.detections_per_class = sink.counts()

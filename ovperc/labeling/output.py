@@ -28,12 +28,14 @@ def prepare_output(
     classes: Sequence[str],
     overwrite: bool,
     source: str | os.PathLike | None = None,
+    existing: bool = False,
 ) -> Manifest:
     """Open or create the run's manifest; with ``overwrite``, first remove a previous run.
 
     ``overwrite`` removes exactly the files the previous run's manifest recorded, and
     nothing else: not the source images, not files another tool or a person put there. A
     ``source`` inside ``out`` is left alone and does not make ``out`` count as not empty.
+    With ``existing`` (``ovperc label --existing``) ``out`` may hold a dataset of other labels.
     The caller holds :func:`~ovperc.labeling.lock.dataset_lock` on ``out``.
 
     Raises:
@@ -45,16 +47,18 @@ def prepare_output(
         stored = read_stored(out)
         if stored is not None and stored.get("signature") != json.loads(json.dumps(dict(signature))):
             discard(out, files_of=_legacy_files)
-    require_empty = not overwrite and not holds_only_source(out, source)
+    require_empty = not overwrite and not existing and not holds_only_source(out, source)
     return Manifest.open(out, signature, classes=classes, require_empty=require_empty)
 
 
-def check_layout(source: str | os.PathLike, out: str | os.PathLike, writer: DatasetWriter) -> None:
+def check_layout(source: str | os.PathLike, out: str | os.PathLike, writer: DatasetWriter, *,
+                 in_place: bool = False) -> None:
     """Refuse a SOURCE and OUT that overlap in a way that could touch the user's images.
 
     ``out`` may lie inside ``source`` (the scan leaves it out), and ``source`` inside ``out``
     (it is never written to), but not ``source`` equal to ``out`` nor inside a folder ovperc
-    writes (``images/``, ``labels/``, ``.ovperc/``, ...).
+    writes (``images/``, ``labels/``, ``.ovperc/``, ...). With ``in_place`` (a dataset's own
+    images labelled where they are: no image is written) ``source`` may be ``out/images``.
 
     Raises:
         ValueError: the layout is refused; the message says why and what to do.
@@ -72,15 +76,21 @@ def check_layout(source: str | os.PathLike, out: str | os.PathLike, writer: Data
         raise ValueError(f"--out {out} is SOURCE itself; write the dataset to another folder "
                          "(it may lie inside SOURCE)")
     written = [*_all_managed(dst), dst / STATE_DIR]
+    if in_place:
+        written = [f for f in written if f != dst / "images"]
     for folder in written:
         inside = folder.relative_to(dst)
         # the folder as named, as reached through OUT's real path, and where it really is
         # (``images/`` may be a symlink to the photos themselves)
         targets = {dst / inside, real_dst / inside, Path(os.path.realpath(folder))}
         if any(s == t or t in s.parents for s in (src, real_src) for t in targets):
+            hint = ""
+            if inside.as_posix() == "images":
+                hint = (" (to label a dataset's own images where they are, give SOURCE "
+                        f"{out}/images with --existing keep, skip or merge)")
             raise ValueError(
                 f"SOURCE {source} is inside {out}/{inside.as_posix()}, where ovperc writes "
-                "the dataset; move the images elsewhere or choose another --out"
+                f"the dataset; move the images elsewhere or choose another --out{hint}"
             )
 
 
@@ -245,3 +255,15 @@ def _sha1(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def is_in_place(source: str | os.PathLike, out: str | os.PathLike) -> bool:
+    """Whether ``source`` is ``out/images``: a dataset's own images, labelled where they are.
+
+    Example:
+        >>> is_in_place("data/images", "data"), is_in_place("photos", "data")
+        (True, False)
+    """
+    images = Path(out) / "images"
+    return (Path(os.path.abspath(source)) == Path(os.path.abspath(images))
+            or (Path(source).exists() and os.path.realpath(source) == os.path.realpath(images)))

@@ -27,8 +27,8 @@ from ovperc.labeling.engine import (  # noqa: F401  (engine names, also used fro
     preflight,
     run_job,
 )
-from ovperc.labeling.output import check_layout, hand_validation_set
-from ovperc.labeling.scan import output_stems, scan_images
+from ovperc.labeling.output import check_layout, hand_validation_set, is_in_place
+from ovperc.labeling.scan import mirrored_stems, output_stems, scan_images
 from ovperc.labeling.sink import DatasetSink, ResultRecorder, split_of  # noqa: F401
 from ovperc.labeling.writers import ImageMode, make_writer
 from ovperc.ontology import ClassesLike, Ontology
@@ -61,6 +61,8 @@ def label_folder(
     write_behind: bool = False,
     val_split: float = 0.0,
     val_from: str | os.PathLike | None = None,
+    existing: str | None = None,
+    merge_iou: float | None = None,
 ) -> Report:
     """Label every image under ``source`` into a dataset in ``out``; resumable.
 
@@ -102,6 +104,15 @@ def label_folder(
             set: YOLO's ``data.yaml`` points ``val`` at it, its classes become the run's
             (or must equal the given ones), and SOURCE images identical to one of its images
             are left out, so no auto-labelled image is ever validated on.
+        existing: ``out`` holds labels ovperc did not write (a hand-labelled dataset in the
+            format's layout) and this is what to do with an image that has them: ``keep``
+            (not labelled; its labels stay and are part of the dataset), ``skip`` (not
+            labelled, and no file ovperc did not write changes), ``merge`` (labelled; only
+            the new boxes that overlap none of its boxes above ``merge_iou`` are added). See
+            :mod:`ovperc.labeling.existing`. ``source`` may then be ``out/images`` (labelled
+            where they are; no image is written). Output names mirror ``source``'s folders.
+        merge_iou: with ``existing="merge"`` (default 0.5): the IoU with an existing box (of
+            any class) above which a new box is not added.
 
     Returns:
         The :class:`Report`, also saved as ``out/report.json``.
@@ -121,6 +132,7 @@ def label_folder(
         raise ValueError("masks=True needs a pipeline with a segmenter (e.g. preset 'detect+segment') "
                          "or a detector that segments (e.g. preset 'sam3')")
     ontology = None if classes is None else Ontology.from_any(classes)
+    _check_existing(existing, merge_iou, val_split=val_split, masks=masks, mask_png=mask_png, format=format)
     if not 0.0 <= val_split < 1.0:
         raise ValueError(f"val_split must be in [0, 1), got {val_split}")
     hand = None
@@ -140,8 +152,20 @@ def label_folder(
         raise ValueError("no classes given and the pipeline has no tagger to find any; "
                          "pass classes or use a preset with a tagger")
     pipeline.check(ontology)  # e.g. a class too long for the detector: refused before any image
-    writer = make_writer(format, out, masks=masks, mask_png=mask_png, images=images, durable=durable,
-                         val_from=None if hand is None else hand.images_dir)
+    in_place = existing is not None and is_in_place(source, out)
+    writer = make_writer(format, out, masks=masks, mask_png=mask_png, images="none" if in_place else images,
+                         durable=durable, val_from=None if hand is None else hand.images_dir)
+    if not Path(source).exists():
+        raise FileNotFoundError(f"image folder or file not found: {source}")
+    check_layout(source, out, writer, in_place=in_place)
+    own = None
+    base_classes = [] if ontology is None else list(ontology.classes)
+    if existing is not None:
+        from ovperc.labeling.existing import DEFAULT_MERGE_IOU, open_existing
+
+        own = open_existing(writer, existing, merge_iou=merge_iou or DEFAULT_MERGE_IOU,
+                            classes=None if ontology is None else ontology.classes)
+        base_classes = [*own.classes, *(c for c in base_classes if c not in own.classes)]
     run_signature = {
         "classes": None if ontology is None else ontology.to_dict(),
         "tag_merge": bool(tag_merge),
@@ -153,10 +177,12 @@ def label_folder(
         **({"val_from": str(hand.images_dir)} if hand is not None else {}),
         **(dict(signature) if signature is not None else {"pipeline": repr(pipeline)}),
     }
-    if not Path(source).exists():
-        raise FileNotFoundError(f"image folder or file not found: {source}")
-    check_layout(source, out, writer)
-    preflight(out, run_signature, pipeline, overwrite=overwrite, engine=engine, source=source)
+    if own is not None:
+        run_signature["images"] = writer.images
+        run_signature["existing"] = {"mode": own.mode, "classes": own.classes, "in_place": in_place,
+                                     **({"merge_iou": own.merge_iou} if own.mode == "merge" else {})}
+    preflight(out, run_signature, pipeline, overwrite=overwrite, engine=engine, source=source,
+              existing=own is not None)
     nested: list[Path] = []
     entries = scan_images(source, exclude=[out], datasets=nested)
     held_out = [] if hand is None else hand.members(entries)
@@ -169,9 +195,40 @@ def label_folder(
     if held_out:
         notes.append(f"{len(held_out)} images of SOURCE are in the hand-labelled validation set and "
                      f"were not labelled: {', '.join(held_out[:5])}" + (" ..." if len(held_out) > 5 else ""))
-    job = Job(pipeline, entries, output_stems([e.rel for e in entries]), writer, run_signature,
-              [] if ontology is None else ontology.classes, source=str(source), format=format,
-              ontology=ontology, tag_merge=tag_merge, notes=notes)
+    if in_place and images != "none":
+        notes.append("SOURCE is the dataset's own images folder: the images stay where they are "
+                     f"(--images {images} does not apply)")
+    stems = (mirrored_stems if own is not None else output_stems)([e.rel for e in entries])
+    job = Job(pipeline, entries, stems, writer, run_signature, base_classes, source=str(source),
+              format=format, ontology=ontology, tag_merge=tag_merge, notes=notes, existing=own)
     return run_job(job, out, overwrite=overwrite, engine=engine, batch_size=batch_size,
                    decode_workers=decode_workers, max_pixels=max_pixels, progress=progress,
                    write_behind=write_behind, source=source)
+
+
+def _check_existing(existing: str | None, merge_iou: float | None, *, val_split: float, masks: bool,
+                    mask_png: bool, format: str) -> None:
+    """Refuse ``existing`` settings that cannot work, before anything is read.
+
+    Raises:
+        ValueError: what was given and what is accepted.
+    """
+    from ovperc.labeling.existing import EXISTING_MODES
+
+    if existing is None:
+        if merge_iou is not None:
+            raise ValueError("--merge-iou only applies with --existing merge")
+        return
+    if existing not in EXISTING_MODES:
+        raise ValueError(f"--existing must be one of {', '.join(EXISTING_MODES)}, got {existing!r}")
+    if merge_iou is not None and existing != "merge":
+        raise ValueError(f"--merge-iou only applies with --existing merge, not {existing}")
+    if merge_iou is not None and not 0.0 < merge_iou <= 1.0:
+        raise ValueError(f"--merge-iou must be above 0 and at most 1, got {merge_iou}")
+    if val_split:
+        raise ValueError("--existing and --val-split cannot be combined: the dataset's own images "
+                         "already are where they are; split it with your own tools, or give "
+                         "--val-from a hand-labelled validation set")
+    if existing == "merge" and (mask_png or (masks and format == "voc")):
+        raise ValueError("--existing merge adds boxes to an image's own labels, which have no "
+                         "instance-mask PNG to add to: leave out --mask-png (and, for VOC, --masks)")

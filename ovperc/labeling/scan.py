@@ -233,3 +233,29 @@ def output_stems(rels: Iterable[str], reserved: Mapping[str, str] | None = None)
         taken.add(stem.casefold())
         stems[rel] = stem
     return stems
+
+
+def mirrored_stems(rels: Iterable[str]) -> dict[str, str]:
+    """Output stems that mirror the source's folders: ``trip/a.jpg`` -> ``trip/a``.
+
+    A dataset labelled by hand keeps ``labels/trip/a.txt`` beside ``images/trip/a.jpg``;
+    ``ovperc label --existing`` names its files the same way so that it finds those labels.
+    A path no file system takes as it is, or a second file with the same stem (``a.jpg``
+    and ``a.png``), gets the name :func:`output_stems` gives it instead.
+
+    Example:
+        >>> mirrored_stems(["trip/a.jpg", "a.jpg", "a.png"])
+        {'a.jpg': 'a', 'a.png': 'a_2', 'trip/a.jpg': 'trip/a'}
+    """
+    rels = sorted(set(rels), key=sort_key)
+    kept: dict[str, str] = {}
+    taken: set[str] = set()
+    for rel in rels:
+        parts = rel.split("/")
+        parts[-1] = os.path.splitext(parts[-1])[0]
+        stem = "/".join(parts)
+        safe = all(p and _clean_part(p) == p and _fit(p, rel) == p and p not in (".", "..") for p in parts)
+        if safe and stem.casefold() not in taken:
+            kept[rel] = stem
+            taken.add(stem.casefold())
+    return output_stems(rels, reserved=kept)

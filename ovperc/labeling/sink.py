@@ -30,6 +30,7 @@ from ovperc.labeling.writers import DatasetWriter, ImageItem
 if TYPE_CHECKING:
     import supervision as sv
 
+    from ovperc.labeling.existing import ExistingLabels
     from ovperc.result import Perception
 
 logger = logging.getLogger(__name__)
@@ -42,9 +43,14 @@ class DatasetSink:
     run killed half-way leaves nothing the next run cannot remove; a file that is already
     there and that no ovperc run recorded is never overwritten (that image is skipped).
 
+    With ``existing`` (``ovperc label --existing``), an image file the dataset already holds
+    is used where it is, and with ``merge`` an image's own label file is adopted (its
+    original kept) and only the new boxes that overlap none of its boxes are added to it.
+
     Args:
         writer: the format writer.
         manifest: the run's manifest (its class list is the dataset ontology).
+        existing: the labels the dataset already holds (``None``: an ovperc-only dataset).
 
     Example:
         >>> sink = DatasetSink(make_writer("yolo", out), manifest)  # doctest: +SKIP
@@ -52,9 +58,11 @@ class DatasetSink:
         >>> sink.finalize()  # doctest: +SKIP
     """
 
-    def __init__(self, writer: DatasetWriter, manifest: Manifest) -> None:
+    def __init__(self, writer: DatasetWriter, manifest: Manifest,
+                 existing: ExistingLabels | None = None) -> None:
         self.writer = writer
         self.manifest = manifest
+        self.existing = existing
 
     def dataset_ids(self, detections: sv.Detections, names: Sequence[str]) -> sv.Detections:
         """Detections with ``class_id`` set to the dataset's ids for their class ``names``.
@@ -89,33 +97,76 @@ class DatasetSink:
         for entry, stem, result in items:
             width, height = result.image_size
             item = ImageItem(entry.path, stem, entry.suffix, width, height, entry.split)
-            paths = self.writer.paths(item)
-            foreign = next((p for p in paths if p.exists() or p.is_symlink()), None)
-            if foreign is not None:
-                skipped.append((entry, f"not written: {foreign} is in the way and ovperc did not "
-                                       "write it (move it, or choose another --out)"))
+            plan = self._plan(entry, item)
+            if isinstance(plan, str):
+                skipped.append((entry, plan))
                 continue
+            paths, boxes, image = plan
             files = [p.relative_to(self.writer.out).as_posix() for p in paths]
-            planned.append((entry, item, result, files))
-        self.manifest.begin([{"rel": e.rel, "files": files} for e, _, _, files in planned])
+            planned.append((entry, item, result, files, boxes, image))
+        self.manifest.begin([{"rel": e.rel, "files": files} for e, _, _, files, _, _ in planned])
         records = []
-        for entry, item, result, files in planned:
+        for entry, item, result, files, boxes, image in planned:
             names = _class_names(result)
             try:
                 source = fingerprint(entry.path)
                 det = self.dataset_ids(result.detections, names)
-                self.writer.write(item, det, self.manifest.classes)
+                if boxes is None:
+                    self.writer.write(item, det, self.manifest.classes, image=image)
+                else:
+                    keep = self.existing.new_only(det.xyxy, boxes)  # type: ignore[union-attr]
+                    det, names = det[keep], [n for n, k in zip(names, keep) if k]
+                    if image:
+                        self.writer.write_image(item)
+                    self.existing.write_merged(item, det, self.manifest.classes)  # type: ignore[union-attr]
             except OSError as error:
                 if not _image_error(error, entry.path):
                     raise
-                _remove_written(self.writer.out, files)
+                self.manifest.drop(files)
                 skipped.append((entry, f"not written ({describe_os_error(error)})"))
                 continue
+            extra = {} if boxes is None else {"existing": len(boxes)}
             records.append({"rel": entry.rel, "stem": item.stem, "counts": dict(Counter(names)),
                             "classes": list(dict.fromkeys(names)), "files": files,
-                            "source": source, **({"split": item.split} if item.split else {})})
+                            "source": source, **({"split": item.split} if item.split else {}), **extra})
+            if boxes is not None and self.existing is not None:
+                self.existing.merged[0] += 1
+                self.existing.merged[1] += len(boxes)
+                self.existing.merged[2] += len(names)
         self.manifest.record(records)
         return records, skipped
+
+    def _plan(self, entry: ScanEntry, item: ImageItem) -> tuple[list[Path], np.ndarray | None, bool] | str:
+        """The files to write for an image, the boxes it has when new ones are merged into its
+        own labels, and whether its image file is written; or why it cannot be written."""
+        paths = self.writer.paths(item)
+        existing = self.existing
+        own = boxes = None
+        write_image = True
+        if existing is not None:
+            image = self.writer.image_path(item)
+            if image in paths and (image.exists() or image.is_symlink()) and not self.manifest.owns(image):
+                paths.remove(image)  # the dataset's own copy of the image: used where it is
+                write_image = False
+            if existing.mode == "merge" and existing.labelled(item):
+                try:
+                    boxes = existing.boxes(item)
+                except ValueError as error:
+                    return str(error)
+                own = existing.label_file(item)
+                if self.writer.format == "yolo":  # no confidences for the image's own boxes
+                    paths.remove(self.writer.scores_path(self.writer._name(item)))  # type: ignore[attr-defined]
+                if own is not None:
+                    paths.remove(own)
+        foreign = next((p for p in paths if p.exists() or p.is_symlink()), None)
+        if foreign is not None:
+            return (f"not written: {foreign} is in the way and ovperc did not write it (move it, or "
+                    "choose another --out)")
+        if own is not None:  # adopted (its original kept) before pending.json names it
+            if not self.manifest.adopt(own):
+                return f"not merged: {own} is not a regular file"
+            paths.append(own)
+        return paths, boxes, write_image
 
     def finalize(self) -> str | None:
         """Write the dataset-wide files for every finished image, in dataset order.
@@ -125,7 +176,8 @@ class DatasetSink:
         """
         done = sorted(self.manifest.done.values(), key=lambda r: sort_key(str(r["rel"])))
         splits = [str(r.get("split", "")) for r in done]
-        blocked = [p for p in self.writer.dataset_files(splits) if not self.manifest.claim(p)]
+        adopt = self.existing is not None and self.existing.mode != "skip"
+        blocked = [p for p in self.writer.dataset_files(splits) if not self.manifest.claim(p, adopt=adopt)]
         if blocked:
             return (f"{', '.join(map(str, blocked))} not written: ovperc did not write the file "
                     "there, so it is left alone")
@@ -172,11 +224,6 @@ def describe_os_error(error: OSError) -> str:
     """``"No such file or directory: 'a.jpg'"``: an OS error without its errno number."""
     where = f": {error.filename!r}" if error.filename is not None else ""
     return f"{error.strerror or error}{where}"
-
-
-def _remove_written(out: Path, files: Sequence[str]) -> None:
-    for rel in files:
-        (out / rel).unlink(missing_ok=True)
 
 
 class ResultRecorder:

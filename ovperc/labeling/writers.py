@@ -126,15 +126,22 @@ class DatasetWriter:
         self.mask_png = mask_png
         self.images = images
         self.durable = durable
+        #: the dataset-wide content ovperc was told to extend rather than replace (the
+        #: original ``data.yaml`` mapping, or ``annotations.json``; see
+        #: :mod:`ovperc.labeling.existing`), else ``None``.
+        self.base: dict | None = None
 
     # -------------------------------------------------------------- per image
-    def write(self, item: ImageItem, detections: sv.Detections, classes: list[str]) -> None:
+    def write(self, item: ImageItem, detections: sv.Detections, classes: list[str], *,
+              image: bool = True) -> None:
         """Write every file of one image (image, annotations, masks), each atomically.
 
         ``detections.class_id`` must index ``classes`` (the dataset ontology's classes).
+        With ``image=False`` the image file is not put in ``images/`` (it is there already).
         """
         self._check_ids(detections, classes)
-        self._write_image(item)
+        if image:
+            self.write_image(item)
         if self.wants_png:
             masks = detections.mask
             if masks is None:
@@ -180,7 +187,8 @@ class DatasetWriter:
         """The dataset-wide files :meth:`finalize` writes for images of these ``splits``."""
         return []
 
-    def _write_image(self, item: ImageItem) -> None:
+    def write_image(self, item: ImageItem) -> None:
+        """Put the image into ``images/`` as ``images`` says (nothing for ``none``)."""
         if self.images == "none":
             return
         target = self.image_path(item)
@@ -259,8 +267,11 @@ class YoloWriter(DatasetWriter):
             val = str(self.val_from)
         data = {"train": train, "val": val if val is not None else train,
                 "nc": len(classes), "names": dict(enumerate(classes))}
+        if self.base is not None:  # a data.yaml ovperc extends: only its classes change, as written
+            names = list(classes) if isinstance(self.base.get("names"), list) else dict(enumerate(classes))
+            data = {**self.base, "names": names, **({"nc": len(classes)} if "nc" in self.base else {})}
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-        if val is None:
+        if val is None and self.base is None:
             text = ("# no validation set: `ovperc label --val-split 0.1` holds images out, "
                     "`--val-from DIR` uses hand labels\n" + text)
         atomic_write_text(self.out / "data.yaml", text, durable=self.durable)
@@ -311,6 +322,14 @@ class CocoWriter(DatasetWriter):
     def _write_json(self, target: Path, classes: list[str], names: list[str]) -> None:
         from supervision.dataset.formats.coco import classes_to_coco_categories
 
+        if self.base is not None:
+            from ovperc.labeling.existing import extend_coco
+
+            data = extend_coco(self.base, classes, [self._read_part(name) for name in names])
+            with atomic_file(target, "w", durable=self.durable) as handle:
+                json.dump(data, handle, ensure_ascii=False)
+                handle.write("\n")
+            return
         with atomic_file(target, "w", durable=self.durable) as handle:
             handle.write('{"info": {"description": "labelled with ovperc"},\n')
             handle.write(f'"categories": {_dumps(classes_to_coco_categories(classes))},\n')
