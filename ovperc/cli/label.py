@@ -32,6 +32,23 @@ examples:
   ovperc label photos/ --out dataset/ --ontology ontology.yaml --format coco
   ovperc label photos/ --out dataset/            # no classes: tags decide
   ovperc label /shared/photos --out /shared/ds --classes dog --engine ray --ray-address auto
+  ovperc label hand/images --out hand/ --classes "person, helmet" --existing keep
+  ovperc label hand/images --out hand/ --classes "person, helmet" --existing merge --merge-iou 0.4
+
+A dataset that already holds labels ovperc did not write (labelled by hand or by another
+tool, in the layout of --format) is never overwritten. Without --existing such an --out is
+refused (or, with --overwrite, every image whose label file is there is skipped). With it:
+  keep   images that have labels are not labelled; their labels stay byte for byte and stay
+         part of the dataset: data.yaml / labels.txt / annotations.json keep their classes
+         and ids, new classes are appended, COCO keeps every image and annotation it lists
+  skip   images that have labels are left out of the run, and no file ovperc did not write
+         changes at all (data.yaml stays as it is, so every class must be in it; a COCO
+         dataset, whose one annotations.json would have to change, is refused: use keep)
+  merge  every image is labelled; an image's own labels stay and only the new boxes that
+         overlap none of them above --merge-iou (any class) are added to them
+A file ovperc changes that it did not write is copied to DIR/.ovperc/originals first;
+--overwrite, a changed image and a killed run put the original back. SOURCE may be
+DIR/images: the dataset's own images are labelled where they are (none is copied or moved).
 
 Rerun the same command after an interruption (Ctrl-C, kill, crash) to resume: finished
 images are skipped and the result is the dataset an uninterrupted run writes.
@@ -44,6 +61,7 @@ Exit code: 0 all images labelled, 1 some images skipped (see report.json),
 
 def add_parser(subparsers: Any) -> None:
     """Register ``label`` and its options."""
+    from ovperc.labeling.existing import DEFAULT_MERGE_IOU, EXISTING_MODES
     from ovperc.labeling.writers import FORMATS, IMAGE_MODES
 
     parser = subparsers.add_parser(
@@ -80,7 +98,8 @@ def add_parser(subparsers: Any) -> None:
     out.add_argument("--overwrite", action="store_true",
                      help="discard a previous run in --out made with other settings (classes, "
                           "models, thresholds, format) and start over: only the files its manifest "
-                          "recorded are removed, never SOURCE or files ovperc did not write")
+                          "recorded are removed, never SOURCE or files ovperc did not write (a file "
+                          "it changed under --existing gets its original bytes back)")
     out.add_argument("--val-split", type=_fraction, default=0.0, metavar="F",
                      help="hold out about this fraction of the images as a validation split "
                           "(YOLO images/{train,val}, COCO annotations_{train,val}.json, VOC "
@@ -90,6 +109,15 @@ def add_parser(subparsers: Any) -> None:
                      help="validate on this hand-labelled dataset instead: data.yaml's val points "
                           "at its images, its classes are the run's, and SOURCE images identical to "
                           "one of its images are not labelled")
+    out.add_argument("--existing", choices=EXISTING_MODES, metavar="MODE",
+                     help="DIR already holds labels ovperc did not write (hand labels in the "
+                          "--format layout): keep (label only the images without labels; theirs "
+                          "stay and are listed in the dataset files), skip (leave those images out "
+                          "and change no file ovperc did not write), or merge (add only new boxes "
+                          "that overlap none of an image's own); see below")
+    out.add_argument("--merge-iou", type=_merge_iou, metavar="IOU",
+                     help="with --existing merge: a new box overlapping one of the image's own boxes "
+                          f"(any class) by more than this IoU is not added (default {DEFAULT_MERGE_IOU})")
     out.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                      help=f"skip images declaring more pixels than N (default {DEFAULT_MAX_PIXELS:,})")
     out.add_argument("--no-progress", action="store_true",
@@ -204,6 +232,7 @@ def run_label(args: argparse.Namespace) -> int:
             # a GPU leaves the CPU free to write while it runs the next batch
             write_behind=engine is None and resolve_device(args.device).type != "cpu",
             val_split=args.val_split, val_from=args.val_from,
+            existing=args.existing, merge_iou=args.merge_iou,
         )
     except ManifestMismatchError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -231,6 +260,17 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a fraction such as 0.1, got {text!r}") from None
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+def _merge_iou(text: str) -> float:
+    """An argparse type: an IoU above 0 and at most 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an IoU such as 0.5, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
     return value
 
 

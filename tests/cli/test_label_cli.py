@@ -252,3 +252,40 @@ def test_overwrite_into_the_source_folder_is_refused_and_loses_nothing(
         assert "where ovperc writes" in err and "Traceback" not in err
     assert {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["images"]
+
+
+def test_existing_labels_a_hand_dataset_in_place_and_refuses_bad_settings(
+        tmp_path: Path, tiny_grounding_dino: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    _images(data / "images", 3)
+    (data / "data.yaml").write_text("names: [person]\n")
+    (data / "labels").mkdir()
+    (data / "labels" / "im0.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    hand = {p: p.read_bytes() for p in [data / "data.yaml", data / "labels" / "im0.txt",
+                                        *sorted((data / "images").rglob("*.png"))]}
+    args = ["label", str(data / "images"), "--out", str(data), "--classes", "cat", "--no-progress",
+            "--detector", str(tiny_grounding_dino), "--device", "cpu", "--box-threshold", "0.05"]
+    refused = [(["--existing", "keep", "--merge-iou", "0.3"], "only applies with --existing merge"),
+               (["--existing", "keep", "--format", "voc"], "holds YOLO labels"),
+               (["--existing", "skip"], "cat is not"),
+               ([], "--existing keep, skip or merge")]
+    for extra, message in refused:
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--existing", "replace"])
+    assert exit_info.value.code == 2 and "invalid choice: 'replace'" in capsys.readouterr().err
+    assert not (data / ".ovperc").exists()
+    assert main([*args, "--existing", "keep"]) == 0
+    assert "2 images" in capsys.readouterr().out
+    assert (data / "labels" / "im0.txt").read_bytes() == hand[data / "labels" / "im0.txt"]
+    assert all(p.read_bytes() == b for p, b in hand.items() if p.suffix == ".png")
+    assert yaml_names(data / "data.yaml") == ["person", "cat"]
+    assert {p.name for p in (data / "labels").rglob("*.txt")} == {"im0.txt", "im1.txt", "im2.txt"}
+
+
+def yaml_names(path: Path) -> list[str]:
+    import yaml
+
+    return list(yaml.safe_load(path.read_text())["names"])
