@@ -253,6 +253,12 @@ def import_label_studio(
     with dataset_lock(root):
         manifest = Manifest.open(root, signature, require_empty=False)
         writer = _writer(root, signature, durable)
+        existing = signature.get("existing")
+        if isinstance(existing, Mapping) and existing.get("mode") in ("keep", "merge"):
+            from ovperc.labeling.existing import open_existing
+
+            # the dataset's own data.yaml / annotations.json are extended, never replaced
+            open_existing(writer, str(existing["mode"]))
         reviews = _plan(tasks, manifest, writer, report)
         unknown = [n for n in dict.fromkeys(n for r in reviews for n in r.names) if n not in manifest.classes]
         if unknown and not add_classes:

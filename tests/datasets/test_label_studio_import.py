@@ -443,3 +443,25 @@ def test_reviewed_labels_keep_their_class_ids_when_a_tagging_run_resumes(tmp_pat
 def export_tasks(out: Path, tmp_path: Path) -> list[dict]:
     export_label_studio(out, tmp_path / "tasks.json")
     return json.loads((tmp_path / "tasks.json").read_text())
+
+
+def test_importing_into_a_dataset_with_its_own_labels_keeps_them(tmp_path: Path) -> None:
+    """A COCO dataset labelled by hand, completed with `label --existing keep`: a review of an
+    image ovperc labelled replaces its labels, and every hand annotation stays with its id."""
+    from tests.labeling.test_existing import hand_coco
+
+    data = tmp_path / "data"
+    rels, hand = hand_coco(data)
+    label(data / "images", data, format="coco", existing="keep")
+    export_label_studio(data, tmp_path / "tasks.json")
+    tasks = {t["meta"]["key"]: t for t in json.loads((tmp_path / "tasks.json").read_text())}
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([reviewed(tasks[rels[2]], [rect("a", "dog", 10, 10, 50, 50)])]))
+    report = import_label_studio(export, data)
+    assert report.replaced == [rels[2]] and report.exit_code == 0
+    coco = json.loads((data / "annotations.json").read_text())
+    assert coco["info"] == {"description": "mine"}
+    assert coco["annotations"][:2] == hand["annotations"] and coco["images"][:2] == hand["images"]
+    dog = next(c["id"] for c in coco["categories"] if c["name"] == "dog")
+    image = next(i["id"] for i in coco["images"] if i["file_name"] == rels[2])
+    assert [a["category_id"] for a in coco["annotations"] if a["image_id"] == image] == [dog]
