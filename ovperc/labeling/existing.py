@@ -237,9 +237,11 @@ def open_existing(writer: DatasetWriter, mode: str, *, merge_iou: float = DEFAUL
 
     def source(rel: str) -> Path | None:
         """Where the dataset's own version of ``rel`` is: its original, itself, or none."""
-        if rel in originals:
+        if rel in originals and (out / originals[rel]).is_file():
             return out / originals[rel]
-        path = out / rel
+        path = out / rel  # an original not copied yet: the file was never changed
+        if rel in originals:
+            return path if path.is_file() else None
         return path if path.is_file() and rel not in owned else None
 
     _check_format(writer.format, out, owned)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -262,20 +261,25 @@ label(data / "images", data, format=sys.argv[3], existing="merge", batch_size=2)
 """
 
 
+#: the file renames to die at, per format (a merge of 4 images, 2 with hand labels, batches of 2,
+#: renames 19 / 15 / 13 files): the backup of a hand file, the hand file being rewritten, the
+#: dataset-wide file being extended, and its backup.
+KILL_AT = {"yolo": [3, 5, 11, 17], "voc": [3, 5, 10, 13], "coco": [3, 8, 9, 11]}
+
+
 @pytest.mark.parametrize("fmt", ["yolo", "voc", "coco"])
 def test_kill_during_merge_then_resume_loses_nothing(tmp_path: Path, fmt: str) -> None:
     fresh = tmp_path / "fresh"
     HAND[fmt](fresh)
     label(fresh / "images", fresh, format=fmt, existing="merge")
-    rng = random.Random(fmt)
-    for at in sorted(rng.sample(range(1, 16), 4)):
+    for at in KILL_AT[fmt]:
         data = tmp_path / f"at{at}"
         HAND[fmt](data)
         hand = _hand_files(data)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         done = subprocess.run([sys.executable, "-c", KILLED_MERGE, str(data), str(at), fmt], env=env,
                               capture_output=True, text=True, timeout=120)
-        assert done.returncode in (0, 9), done.stderr
+        assert done.returncode == 9, done.stderr
         for rel, digest in hand.items():  # mid-run: each hand file is its original, or in .ovperc
             kept = snapshot(data).get(rel) == digest
             backup = data / ".ovperc" / "originals" / rel
