@@ -41,7 +41,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ovperc.atomic import atomic_copy, atomic_write_text, remove_temporaries
+from ovperc.atomic import atomic_copy, atomic_write_text
+from ovperc.labeling.state_files import inside as _inside
+from ovperc.labeling.state_files import read_log as _read_log
+from ovperc.labeling.state_files import read_pending as _read_pending
+from ovperc.labeling.state_files import relative as _relative
+from ovperc.labeling.state_files import remove_files as _remove_files
+from ovperc.labeling.state_files import remove_temporaries_in as _remove_temporaries_of
+from ovperc.labeling.state_files import restore_original as _restore
 
 logger = logging.getLogger(__name__)
 
@@ -393,6 +400,23 @@ def check_resumable(root: Path, signature: Mapping[str, Any]) -> None:
         raise ManifestMismatchError(_mismatch_message(root, stored.get("signature") or {}, wanted))
 
 
+def written_files(root: Path) -> set[str]:
+    """The files the run stored in ``root`` wrote (relative paths), not counting the files it
+    adopted (those are the dataset's own).
+
+    Example:
+        >>> "data.yaml" in written_files(Path("dataset/"))  # doctest: +SKIP
+        True
+    """
+    stored = read_stored(root)
+    if stored is None:
+        return set()
+    files = set(stored.get("files") or [])
+    for _, record in _read_log(root / STATE_DIR / "done.jsonl", repair=False):
+        files.update(record.get("files", ()))
+    return files - set(stored.get("originals") or {})
+
+
 def read_stored(root: Path) -> dict[str, Any] | None:
     """The stored ``manifest.json`` of a dataset folder, or ``None`` when there is none."""
     path = root / STATE_DIR / "manifest.json"
@@ -447,96 +471,6 @@ def discard(root: str | os.PathLike, files_of: Any = None) -> int:
         (state / name).unlink(missing_ok=True)
     logger.info("removed %d files of the previous run in %s", removed, root)
     return removed
-
-
-def _read_log(path: Path, *, repair: bool) -> Iterator[tuple[str, dict[str, Any]]]:
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    good = 0
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            record = json.loads(line)
-        except ValueError:
-            break
-        good += len(line)
-        yield record["rel"], record
-    if good != len(data) and repair:
-        logger.warning("dropping a torn last line of %s (an interrupted write)", path)
-        with open(path, "r+b") as handle:
-            handle.truncate(good)
-
-
-def _read_pending(path: Path) -> list[dict[str, Any]]:
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return []  # none, or torn before its rename: then nothing of that batch was written
-    return [{"rel": str(e["rel"]), "files": [str(f) for f in e.get("files", ())]} for e in entries]
-
-
-def _relative(root: Path, path: Path) -> str | None:
-    try:
-        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
-    except ValueError:
-        return None
-
-
-def _inside(root: Path, rel: str) -> Path | None:
-    """``root / rel`` when ``rel`` is a plain relative path that stays inside ``root``."""
-    parts = Path(rel).parts
-    if not parts or Path(rel).is_absolute() or ".." in parts:
-        return None
-    return root / rel
-
-
-def _remove_files(root: Path, files: Iterable[str]) -> int:
-    removed = 0
-    folders = set()
-    for rel in files:
-        path = _inside(root, rel)
-        if path is None:
-            logger.warning("not removing %r: outside the dataset", rel)
-            continue
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-            removed += 1
-        folders.add(path.parent)
-    for folder in sorted(folders, key=lambda p: -len(p.parts)):
-        while folder != root and _inside(root, _relative(root, folder) or "") is not None:
-            try:
-                folder.rmdir()  # only an empty folder goes
-            except OSError:
-                break
-            folder = folder.parent
-    return removed
-
-
-def _restore(root: Path, rel: str, backup: str) -> bool:
-    """Put an adopted file's original bytes back.
-
-    Without its copy (a run killed while making it, before the file was ever changed) the
-    file is left as it is and ``False`` returned.
-    """
-    source, target = _inside(root, backup), _inside(root, rel)
-    if source is None or target is None or not source.is_file():
-        logger.info("%s: no original kept (the file was not changed); left as it is", rel)
-        return False
-    atomic_copy(source, target)
-    return True
-
-
-def _remove_temporaries_of(root: Path, files: Iterable[str]) -> None:
-    by_folder: dict[Path, set[str]] = {}
-    for rel in files:
-        path = _inside(root, rel)
-        if path is not None:
-            by_folder.setdefault(path.parent, set()).add(path.name)
-    for folder, names in by_folder.items():
-        for path in remove_temporaries(folder, names):
-            logger.info("removed %s, left by an interrupted write", path)
 
 
 def _mismatch_message(root: Path, stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:

@@ -323,7 +323,7 @@ class CocoWriter(DatasetWriter):
         from supervision.dataset.formats.coco import classes_to_coco_categories
 
         if self.base is not None:
-            from ovperc.labeling.existing import extend_coco
+            from ovperc.labeling.hand_labels import extend_coco
 
             data = extend_coco(self.base, classes, [self._read_part(name) for name in names])
             with atomic_file(target, "w", durable=self.durable) as handle:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from ovperc.labeling.existing import box_iou, extend_coco, voc_boxes, yolo_boxes
+from ovperc.labeling.hand_labels import box_iou, extend_coco, voc_boxes, yolo_boxes
 from ovperc.labeling.manifest import ManifestMismatchError
 from tests.labeling.folders import make_good_folder
 from tests.labeling.test_safety import dataset_files, label, snapshot
