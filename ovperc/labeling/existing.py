@@ -139,6 +139,13 @@ class ExistingLabels:
             return self.writer.xml_path(name)  # type: ignore[attr-defined]
         return None
 
+    def left_alone(self, item: ImageItem) -> list[Path]:
+        """Files the writer writes for an image that a merge does not: YOLO's scores (the
+        image's own boxes have no confidence, so the file could not match its lines)."""
+        if self.writer.format == "yolo":
+            return [self.writer.scores_path(self.writer._name(item))]  # type: ignore[attr-defined]
+        return []
+
     def labelled(self, item: ImageItem) -> bool:
         """Whether the dataset holds labels of this image that no ovperc run wrote."""
         if self.coco is not None or self.writer.format == "coco":

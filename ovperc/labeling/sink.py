@@ -114,11 +114,7 @@ class DatasetSink:
                 if boxes is None:
                     self.writer.write(item, det, self.manifest.classes, image=image)
                 else:
-                    keep = self.existing.new_only(det.xyxy, boxes)  # type: ignore[union-attr]
-                    det, names = det[keep], [n for n, k in zip(names, keep) if k]
-                    if image:
-                        self.writer.write_image(item)
-                    self.existing.write_merged(item, det, self.manifest.classes)  # type: ignore[union-attr]
+                    names = self._merge(item, det, names, boxes, image=image)
             except OSError as error:
                 if not _image_error(error, entry.path):
                     raise
@@ -129,12 +125,23 @@ class DatasetSink:
             records.append({"rel": entry.rel, "stem": item.stem, "counts": dict(Counter(names)),
                             "classes": list(dict.fromkeys(names)), "files": files,
                             "source": source, **({"split": item.split} if item.split else {}), **extra})
-            if boxes is not None and self.existing is not None:
-                self.existing.merged[0] += 1
-                self.existing.merged[1] += len(boxes)
-                self.existing.merged[2] += len(names)
         self.manifest.record(records)
         return records, skipped
+
+    def _merge(self, item: ImageItem, det: sv.Detections, names: list[str], boxes: np.ndarray, *,
+               image: bool) -> list[str]:
+        """Add the detections that overlap none of ``boxes`` to an image's own labels; returns
+        their class names."""
+        existing = self.existing
+        assert existing is not None
+        keep = existing.new_only(det.xyxy, boxes)
+        det, names = det[keep], [n for n, k in zip(names, keep) if k]
+        if image:
+            self.writer.write_image(item)
+        existing.write_merged(item, det, self.manifest.classes)
+        existing.merged = [existing.merged[0] + 1, existing.merged[1] + len(boxes),
+                           existing.merged[2] + len(names)]
+        return names
 
     def _plan(self, entry: ScanEntry, item: ImageItem) -> tuple[list[Path], np.ndarray | None, bool] | str:
         """The files to write for an image, the boxes it has when new ones are merged into its
@@ -154,10 +161,7 @@ class DatasetSink:
                 except ValueError as error:
                     return str(error)
                 own = existing.label_file(item)
-                if self.writer.format == "yolo":  # no confidences for the image's own boxes
-                    paths.remove(self.writer.scores_path(self.writer._name(item)))  # type: ignore[attr-defined]
-                if own is not None:
-                    paths.remove(own)
+                paths = [p for p in paths if p != own and p not in existing.left_alone(item)]
         foreign = next((p for p in paths if p.exists() or p.is_symlink()), None)
         if foreign is not None:
             return (f"not written: {foreign} is in the way and ovperc did not write it (move it, or "
