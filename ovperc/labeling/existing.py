@@ -72,8 +72,11 @@ class ExistingLabels:
         merge_iou: with ``merge``, a new box overlapping an existing one above this is dropped.
         classes: the dataset's classes, by id, as its own files name them.
         writer: the run's writer (where each image's files go).
-        held: how many images kept their labels this run (``keep`` / ``skip``).
         merged: ``[images, boxes they had, boxes added]`` by this run (``merge``).
+
+    Example:
+        >>> existing = open_existing(make_writer("yolo", "hand/"), "keep")  # doctest: +SKIP
+        >>> todo, held = existing.partition(entries, stems)  # doctest: +SKIP
     """
 
     def __init__(self, writer: DatasetWriter, mode: str, merge_iou: float, classes: list[str],
@@ -93,7 +96,6 @@ class ExistingLabels:
                 name = ids.get(annotation.get("image_id"))
                 if name is not None:
                     self._coco_images[name].append(annotation)
-        self.held = 0
         self.merged = [0, 0, 0]
 
     # ------------------------------------------------------------------ which images
@@ -120,8 +122,8 @@ class ExistingLabels:
         out = []
         if held:
             shown = ", ".join(held[:5]) + (" ..." if len(held) > 5 else "")
-            how = ("kept as they are and listed in the dataset's files" if self.mode == "keep"
-                   else "left out of this run")
+            how = ("kept as they are, as part of the dataset (its class list and COCO file keep them)"
+                   if self.mode == "keep" else "left out of this run")
             out.append(f"{len(held)} images already have labels that ovperc did not write: not labelled, "
                        f"{how} (--existing {self.mode}): {shown}")
         images, had, added = self.merged
