@@ -26,10 +26,25 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny_sam2_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_video_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny SAM 2.1, EdgeTAM and SAM 3 tracker video folder each (built on first use)."""
     from tests.tiny.sam_video import build_tiny_sam_video
 
-    return build_tiny_sam_video("sam2_video", tmp_path_factory.mktemp("tiny-sam2-video"))
+    class Folders(dict):
+        def __missing__(self, kind: str) -> Path:
+            self[kind] = build_tiny_sam_video(kind, tmp_path_factory.mktemp(f"tiny-{kind}"))
+            return self[kind]
+
+    return Folders()
+
+
+@pytest.fixture
+def tiny_sam2_video(tiny_video_models: dict[str, Path]) -> Path:
+    return tiny_video_models["sam2_video"]
+
+
+KINDS = {"sam2_video": "Sam2VideoModel", "edgetam_video": "EdgeTamVideoModel",
+         "sam3_tracker_video": "Sam3TrackerVideoModel"}
 
 
 def _video(n: int) -> list[VideoFrame]:
@@ -64,24 +79,28 @@ def _assert_same(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> None:
         np.testing.assert_array_equal(a[obj_id], b[obj_id])
 
 
-def test_loads_from_its_folder_and_answers_a_mask_per_object(tiny_sam2_video):
-    segmenter = Sam2VideoSegmenter(tiny_sam2_video, device="cpu")
+@pytest.mark.parametrize("kind", KINDS)
+def test_loads_from_its_folder_and_answers_a_mask_per_object(tiny_video_models, kind):
+    segmenter = Sam2VideoSegmenter(tiny_video_models[kind], device="cpu")
     video = _video(4)
     assert segmenter.propagate(video[0]) == {}  # nothing followed yet
     masks = segmenter.propagate(video[1], {7: np.array([4, 6, 20, 20]), 3: np.array([40, 30, 70, 55])})
-    assert segmenter.architecture == "sam2_video"
-    assert type(segmenter.model).__name__ == "Sam2VideoModel"
+    assert segmenter.architecture == kind
+    assert type(segmenter.model).__name__ == KINDS[kind]
     assert set(masks) == {3, 7}
     assert all(m.shape == (60, 80) and m.dtype == bool for m in masks.values())
     assert set(segmenter.propagate(video[2])) == {3, 7}
     assert segmenter.window == 4  # max(num_maskmem 3, max_object_pointers_in_encoder 4) of the config
 
 
-def test_memory_stays_bounded_and_pruning_changes_nothing_the_model_reads(tiny_sam2_video, monkeypatch):
-    video = _video(14)
-    prompts = {0: {1: [4, 6, 20, 20], 2: [40, 30, 70, 55]}, 5: {1: [14, 11, 30, 25]},
-               10: {3: [50, 5, 70, 20]}}
-    pruned = Sam2VideoSegmenter(tiny_sam2_video, device="cpu", max_cond_frames=8)
+@pytest.mark.parametrize("kind", KINDS)
+def test_memory_stays_bounded_and_pruning_changes_nothing_the_model_reads(tiny_video_models, kind,
+                                                                          monkeypatch):
+    tiny = tiny_video_models[kind]
+    video = _video(10)
+    prompts = {0: {1: [4, 6, 20, 20], 2: [40, 30, 70, 55]}, 4: {1: [12, 10, 28, 24]},
+               7: {3: [50, 5, 70, 20]}}
+    pruned = Sam2VideoSegmenter(tiny, device="cpu", max_cond_frames=8)
     held = []
     for frame in video:
         pruned.propagate(frame, prompts.get(frame.index))
@@ -92,9 +111,9 @@ def test_memory_stays_bounded_and_pruning_changes_nothing_the_model_reads(tiny_s
 
     pruned.reset()
     kept = _run(pruned, video, prompts)
-    short = _run(Sam2VideoSegmenter(tiny_sam2_video, device="cpu", window=2), video, prompts)
+    short = _run(Sam2VideoSegmenter(tiny, device="cpu", window=2), video, prompts)
     monkeypatch.setattr(Sam2VideoSegmenter, "_prune", lambda self, session, position: None)
-    everything = Sam2VideoSegmenter(tiny_sam2_video, device="cpu")
+    everything = Sam2VideoSegmenter(tiny, device="cpu")
     full = _run(everything, video, prompts)
     assert everything.memory_frames() == len(video)  # what transformers alone keeps
     assert len(kept) == len(full) == len(video)
