@@ -47,7 +47,7 @@ class VideoEncoder:
         self.fps = fps
         self.quality = quality
         self.frames = 0
-        self._tmp = self.path.parent / f"{temp_prefix(self.path.name)}{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        self._tmp = temporary_path(self.path)
         self._container = None
         self._stream = None
 
@@ -113,3 +113,14 @@ class VideoEncoder:
             os.replace(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
+
+
+def temporary_path(target: Path) -> Path:
+    """A temporary file name beside ``target``, named as :mod:`ovperc.atomic` names its own
+    (so a killed run's leftovers are found and removed by the next run).
+
+    Example:
+        >>> temporary_path(Path("out/a.mp4")).name.startswith(".a.mp4.ovperc-")
+        True
+    """
+    return target.parent / f"{temp_prefix(target.name)}{secrets.token_hex(4)}{TEMP_SUFFIX}"
