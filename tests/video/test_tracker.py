@@ -143,3 +143,29 @@ def test_two_tracks_on_one_object_become_one():
     # the second box starts track 2, whose mask is the same square: it ends at once
     assert [list(_ids(r)) for r in results] == [[1]] * 10
     assert list(tracker.video_segmenter._boxes) == []
+
+
+class _ShrinkingSegmenter(ColourSegmenter):
+    """A segmenter whose masks shrink: each keeps only the middle 80% of its prompt box."""
+
+    def segment(self, images, detections):
+        out = super().segment(images, detections)
+        for det, result in zip(detections, out):
+            for row, (x1, y1, x2, y2) in enumerate(det.xyxy):
+                keep = np.zeros_like(result.mask[row])
+                dx, dy = 0.1 * (x2 - x1), 0.1 * (y2 - y1)
+                keep[int(round(y1 + dy)):int(round(y2 - dy)), int(round(x1 + dx)):int(round(x2 - dx))] = True
+                result.mask[row] &= keep
+        return out
+
+
+@pytest.mark.parametrize("nested_share, ids", [(0.8, [[1]] * 8),
+                                                (None, [[1]] * 3 + [[1, 2]] * 3 + [[1, 2, 3]] * 2)])
+def test_a_track_that_shrank_inside_its_object_is_re_anchored_not_doubled(nested_share, ids):
+    video = frames(8, {"red square": [(20, 10)] * 8}, side=20)
+    pipe = Pipeline(detector=ColourDetector(), segmenter=_ShrinkingSegmenter())
+    tracker = Tracker(pipe, detect_every=3, nested_share=nested_share)
+    results = list(tracker.track(video, "red square"))
+    assert [list(_ids(r)) for r in results] == ids
+    if nested_share is not None:  # re-anchored on keyframes: back to the (80%) whole square
+        assert [r.detections.xyxy[0].tolist() for r in results[2:4]] == [[25, 15, 35, 25], [22, 12, 38, 28]]
