@@ -153,7 +153,7 @@ class Tracker:
                 f"max_lost={self.max_lost})")
 
     def track(self, frames: Iterable[VideoFrame | np.ndarray], classes: ClassesLike | None = None, *,
-              tag_merge: bool = False) -> Iterator[FrameTracks]:
+              tag_merge: bool = False, first_id: int = 1) -> Iterator[FrameTracks]:
         """Follow the objects through ``frames``, yielding each frame's tracks as soon as known.
 
         Frames are read one at a time and not kept, so a stream of any length runs in
@@ -165,6 +165,8 @@ class Tracker:
             classes: what to track, as for :meth:`ovperc.Pipeline.__call__`; ``None``: the
                 pipeline's tagger names them on each keyframe.
             tag_merge: with classes given, also track what the tagger names.
+            first_id: the id of the first track; a run resumed part way through a video
+                passes one past the largest id it already wrote, so no id is used twice.
 
         Yields:
             One :class:`~ovperc.video.types.FrameTracks` per frame, in order.
@@ -177,8 +179,11 @@ class Tracker:
             >>> for tracks in tracker.track(frames, classes=["car"]):  # doctest: +SKIP
             ...     print(tracks.index, len(tracks.detections))
         """
+        if isinstance(first_id, bool) or not isinstance(first_id, int) or first_id < 1:
+            raise ValueError(f"first_id must be an int >= 1, got {first_id!r}")
         ontology = self.pipeline.check(classes)
         run = _Run(self, ontology, tag_merge)
+        run.next_id = first_id
         self.video_segmenter.reset()
         try:
             for position, item in enumerate(frames):

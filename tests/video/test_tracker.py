@@ -82,6 +82,14 @@ def test_the_detector_runs_on_every_detect_every_th_frame(detect_every, calls):
     assert {i for r in results for i in _ids(r)} == {1}
 
 
+def test_ids_start_at_first_id_for_a_resumed_run():
+    video = frames(4, {"red square": _moving(4, (2, 2), (1, 0)), "blue square": _moving(4, (60, 40), (0, 0))})
+    results = list(Tracker(_pipeline(), detect_every=2).track(video, "red square, blue square", first_id=8))
+    assert [sorted(_ids(r)) for r in results] == [[8, 9]] * 4
+    with pytest.raises(ValueError, match="first_id"):
+        next(Tracker(_pipeline()).track(video, "red square", first_id=0))
+
+
 def test_class_is_the_majority_of_the_keyframes_labels():
     # the third keyframe labels the red square as blue: it stays red
     detector = ColourDetector(rename={2: "blue square"})
