@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 segmenter.propagate(frame)
                 times.append(time.perf_counter() - start)
                 cpu.append(time.process_time() - start_cpu)
+                print(f"  {kind} frame {frame.index}: {times[-1]:.2f} s, cpu {cpu[-1]:.2f} s, "
+                      f"rss {_rss_mb():.1f} MB, frames held {segmenter.memory_frames()}", flush=True)
                 held = max(held, segmenter.memory_frames())
                 if frame.index + 1 in (short, long):
                     rss[frame.index + 1] = _rss_mb()
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             continue
         if detector is None:
             folder = common.build_grounding_dino(root / "gdino-swin-t")
-            gdino = GroundingDinoDetector(folder, device=args.device).load()
+            gdino = GroundingDinoDetector(str(folder), device=args.device).load()
             detector = _FixedBoxes(gdino, boxes)
         pipe = Pipeline(detector=detector)
         clip = clip[:args.track_frames]
