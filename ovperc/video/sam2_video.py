@@ -8,10 +8,11 @@ pointers.
 
 A transformers session keeps every frame it was given and every output it made, so an
 hour-long video would fill the memory. Here, after each frame, the session is pruned to what
-the model can still read: frame pixels are dropped once encoded, tracked outputs older
-than ``window`` frames are dropped, and only the ``max_cond_frames`` most recent prompted
-frames of each object are kept. Memory and time per frame therefore stay flat however long
-the video (``bench/bench_track.py`` measures it).
+the model can still read: frame pixels and full-size masks are dropped once the frame's
+memory is encoded, tracked outputs older than ``window`` frames are dropped, and only the
+``max_cond_frames`` most recent prompted frames of each object are kept. Memory and time
+per frame therefore stay flat however long the video (``bench/bench_track.py`` measures
+it).
 
 The architecture comes from the folder's ``config.json`` ``model_type`` (see
 :data:`VIDEO_ARCHITECTURES`); short names come from ovperc's model catalog (``sam2.1-tiny``,
@@ -282,6 +283,9 @@ class Sam2VideoSegmenter:
             prompted = outputs["cond_frame_outputs"]
             for frame_idx in sorted(prompted)[:-keep_cond]:
                 del prompted[frame_idx]
+            for table in (tracked, prompted):  # full-size masks: read only by this frame's memory encoding
+                if position in table:
+                    table[position].pop("high_res_masks", None)
             seen = session.frames_tracked_per_obj[obj_idx]
             for frame_idx in [f for f in seen if f < oldest]:
                 del seen[frame_idx]
