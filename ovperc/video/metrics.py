@@ -108,11 +108,53 @@ def score_tracks(
         >>> score_tracks(clip.ground_truth(), tracker.track(frames)).idf1  # doctest: +SKIP
         0.97
     """
+    motmetrics = _motmetrics()
+    accumulator = _accumulate(motmetrics, truth, predicted, iou=iou, masks=masks, by_class=by_class)
+    metrics = ["mota", "motp", "idf1", "num_switches", "precision", "recall", "num_misses",
+               "num_false_positives", "num_objects", "num_frames"]
+    row = motmetrics.metrics.create().compute(accumulator, metrics=metrics, name="clip").iloc[0]
+    return TrackingScores(
+        mota=_number(row["mota"]), motp=1.0 - _number(row["motp"]) if row["num_objects"] else 0.0,
+        idf1=_number(row["idf1"]), id_switches=int(row["num_switches"]),
+        precision=_number(row["precision"]), recall=_number(row["recall"]),
+        misses=int(row["num_misses"]), false_positives=int(row["num_false_positives"]),
+        ground_truth=int(row["num_objects"]), frames=int(row["num_frames"]),
+    )
+
+
+def matched_ids(
+    truth: Iterable[FrameTracks],
+    predicted: Iterable[FrameTracks],
+    *,
+    iou: float = 0.5,
+    masks: bool = False,
+) -> dict[int, dict[int, int]]:
+    """Which predicted id each true object was matched to, frame by frame (the same
+    matching :func:`score_tracks` scores): ``{frame index: {true id: predicted id}}``.
+
+    Example:
+        >>> matched_ids(clip.ground_truth(), tracks)[12]  # doctest: +SKIP
+        {1: 1, 2: 2, 5: 4}
+    """
+    motmetrics = _motmetrics()
+    accumulator = _accumulate(motmetrics, truth, predicted, iou=iou, masks=masks, by_class=False)
+    events = accumulator.mot_events
+    found: dict[int, dict[int, int]] = {}
+    for (frame, _), row in events[events["Type"].isin(["MATCH", "SWITCH"])].iterrows():
+        found.setdefault(int(frame), {})[int(row["OId"])] = int(row["HId"])
+    return found
+
+
+def _motmetrics() -> Any:
     try:
         import motmetrics
     except ImportError as error:
         raise ImportError('tracking scores need motmetrics: pip install "ovperc[track]"') from error
+    return motmetrics
 
+
+def _accumulate(motmetrics: Any, truth: Iterable[FrameTracks], predicted: Iterable[FrameTracks], *,
+                iou: float, masks: bool, by_class: bool) -> Any:
     if not 0 < iou <= 1:
         raise ValueError(f"iou must be above 0 and at most 1, got {iou}")
     accumulator = motmetrics.MOTAccumulator(auto_id=False)
@@ -128,16 +170,7 @@ def score_tracks(
         else:
             distances = np.empty((len(true_ids), len(pred_ids)))
         accumulator.update(true_ids.tolist(), pred_ids.tolist(), distances, frameid=index)
-    metrics = ["mota", "motp", "idf1", "num_switches", "precision", "recall", "num_misses",
-               "num_false_positives", "num_objects", "num_frames"]
-    row = motmetrics.metrics.create().compute(accumulator, metrics=metrics, name="clip").iloc[0]
-    return TrackingScores(
-        mota=_number(row["mota"]), motp=1.0 - _number(row["motp"]) if row["num_objects"] else 0.0,
-        idf1=_number(row["idf1"]), id_switches=int(row["num_switches"]),
-        precision=_number(row["precision"]), recall=_number(row["recall"]),
-        misses=int(row["num_misses"]), false_positives=int(row["num_false_positives"]),
-        ground_truth=int(row["num_objects"]), frames=int(row["num_frames"]),
-    )
+    return accumulator
 
 
 def _objects(tracks: FrameTracks | None, masks: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
