@@ -405,6 +405,46 @@ class ChunkWriter:
         out.manifest.record([record])
 
 
+def read_tracks(path: str | os.PathLike) -> list[FrameTracks]:
+    """Read a run's ``tracks.json`` back as one :class:`FrameTracks` per frame (boxes, track
+    ids, classes, scores, and masks where the file has them).
+
+    Example:
+        >>> tracks = read_tracks("out/tracks.json")  # doctest: +SKIP
+        >>> tracks[0].detections.tracker_id  # doctest: +SKIP
+        array([1, 2])
+    """
+    import supervision as sv
+
+    from ovperc.masks import coco_rle_to_mask
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    classes = [names[k] for k in sorted(names)]
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for annotation in data["annotations"]:
+        by_image.setdefault(annotation["image_id"], []).append(annotation)
+    out = []
+    for image in sorted(data["images"], key=lambda i: i["frame_index"]):
+        objects = by_image.get(image["id"], [])
+        size = (int(image["width"]), int(image["height"]))
+        if objects:
+            xyxy = np.array([[x, y, x + w, y + h] for x, y, w, h in (o["bbox"] for o in objects)], np.float32)
+            with_masks = all(isinstance(o.get("segmentation"), dict) for o in objects)
+            det = sv.Detections(
+                xyxy=xyxy,
+                mask=np.stack([coco_rle_to_mask(o["segmentation"]) for o in objects]) if with_masks else None,
+                confidence=np.array([o.get("score", 1.0) for o in objects], np.float32),
+                class_id=np.array([classes.index(names[o["category_id"]]) for o in objects], int),
+                tracker_id=np.array([o["track_id"] for o in objects], int),
+                data={"class_name": np.array([names[o["category_id"]] for o in objects], dtype=object)},
+            )
+        else:
+            det = sv.Detections.empty()
+        out.append(FrameTracks(int(image["frame_index"]), image.get("timestamp"), size, det, False, classes))
+    return out
+
+
 def concat_videos(parts: Sequence[Path], target: Path) -> None:
     """Join MP4 pieces made by one :class:`~ovperc.video.encode.VideoEncoder` setting into
     ``target`` without re-encoding (their packets are copied, their times shifted).

@@ -49,6 +49,12 @@ def test_every_output_holds_the_tracks(tmp_path, small_clip, small_video):
     assert np.array_equal(coco.annToMask(annotations[0]).astype(bool),
                           frame.masks[list(frame.track_ids).index(annotations[0]["track_id"])])
     assert json.loads((out / "tracks.json").read_text())["videos"][0]["fps"] == 10.0
+    from ovperc.video.metrics import score_tracks
+    from ovperc.video.output import read_tracks
+
+    scores = score_tracks(small_clip.ground_truth(), read_tracks(out / "tracks.json"), masks=True,
+                          by_class=True)
+    assert (scores.mota, scores.idf1, scores.motp) == (1.0, 1.0, 1.0)
     # the annotated video: every frame, coloured where the shapes are
     from ovperc.video.reader import read_frames
 
