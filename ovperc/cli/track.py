@@ -97,6 +97,10 @@ def add_parser(subparsers: Any) -> None:
                      help="discard a previous run in --out made with other settings; only the files "
                           "its manifest recorded are removed, never files ovperc did not write")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument("--gt", type=Path, metavar="FILE",
+                     help="score the tracks against this MOT-challenge ground truth (frame,id,x,y,w,h,"
+                          "...; frames from 1) on the frames tracked: MOTA, IDF1, id switches, printed "
+                          'and saved in report.json (needs motmetrics: pip install "ovperc[track]")')
     add_model_options(parser, default_preset="detect+segment")
     add_threshold_options(parser, batching=False)
     parser.set_defaults(func=run_track)
@@ -132,6 +136,17 @@ def run_track(args: argparse.Namespace) -> int:
                           max_lost=args.max_lost, new_track_iou=args.new_track_iou,
                           device=args.device, dtype=args.dtype)
         dataset = None if args.dataset_every is None else DatasetOptions(args.dataset_every, args.format)
+        truth = None
+        if args.gt is not None:
+            import importlib.util
+
+            from ovperc.video.metrics import read_mot
+
+            if importlib.util.find_spec("motmetrics") is None:
+                raise ImportError('--gt needs motmetrics to score the tracks: pip install "ovperc[track]"')
+            if not args.gt.is_file():
+                raise ValueError(f"--gt {args.gt}: file not found")
+            truth = read_mot(args.gt)
     except (ValueError, OSError, ModelNotAvailableError, ImportError, TypeError) as error:
         print(f"error: {describe_error(error)}", file=sys.stderr)
         return 2
@@ -146,7 +161,7 @@ def run_track(args: argparse.Namespace) -> int:
             video=not args.no_video, masks=not args.no_masks, dataset=dataset,
             chunk_frames=args.chunk_frames, stride=args.stride, start=args.start,
             max_frames=args.max_frames, fps=args.fps, overwrite=args.overwrite,
-            signature=signature, progress=not args.no_progress,
+            signature=signature, progress=not args.no_progress, truth=truth,
         )
     except ManifestMismatchError as error:
         print(f"error: {error}", file=sys.stderr)

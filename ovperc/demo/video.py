@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ovperc.demo.core import DemoInputError, DemoRunner, RunOptions, _safe_stem
+from ovperc.demo.guide import split_classes
 
 if TYPE_CHECKING:
     from ovperc.video.types import VideoFrame
@@ -128,7 +129,8 @@ class VideoDemo:
                 raise VideoError(f"{shown}: not a video file")
         except VideoError as error:
             raise DemoInputError(f"{shown} cannot be read as a video: {_reason(error, source)}") from None
-        options = RunOptions(classes=classes, classify=False, tagging=True)
+        # the tagger runs only when it must name the classes; CLIP is left out for speed
+        options = RunOptions(classes=classes, classify=False, tagging=not split_classes(classes))
         ontology = self.runner.ontology(classes, options)
         view = self.runner.view(options)
         tracker = Tracker(view, detect_every=self.limits.detect_every, max_lost=self.limits.max_lost)

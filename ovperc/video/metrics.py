@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -143,6 +144,47 @@ def matched_ids(
     for (frame, _), row in events[events["Type"].isin(["MATCH", "SWITCH"])].iterrows():
         found.setdefault(int(frame), {})[int(row["OId"])] = int(row["HId"])
     return found
+
+
+def read_mot(path: str | os.PathLike) -> list[FrameTracks]:
+    """Read a MOT-challenge file (``frame,id,x,y,w,h,conf,...``, frames from 1) as tracks.
+
+    Rows whose 7th value is 0 are left out (in MOT ground truth that marks an object not
+    to be scored). Frames with no row are not listed.
+
+    Raises:
+        ValueError: a row that is not MOT (the message names the line).
+
+    Example:
+        >>> read_mot("gt/gt.txt")[0].detections.tracker_id  # doctest: +SKIP
+        array([1, 2, 3])
+    """
+    import supervision as sv
+
+    rows: dict[int, list[tuple[int, list[float], float]]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            fields = line.replace(" ", "").strip().split(",")
+            try:
+                frame, track_id = int(float(fields[0])), int(float(fields[1]))
+                x, y, w, h = (float(v) for v in fields[2:6])
+                score = float(fields[6]) if len(fields) > 6 else 1.0
+            except (ValueError, IndexError):
+                raise ValueError(f"{path}:{number}: not a MOT row (frame,id,x,y,w,h,conf,...): "
+                                 f"{line.strip()[:80]!r}") from None
+            if len(fields) > 6 and score == 0:
+                continue
+            rows.setdefault(frame - 1, []).append((track_id, [x, y, x + w, y + h], score))
+    out = []
+    for index in sorted(rows):
+        items = rows[index]
+        det = sv.Detections(xyxy=np.array([b for _, b, _ in items], np.float32).reshape(-1, 4),
+                            confidence=np.array([c for _, _, c in items], np.float32),
+                            tracker_id=np.array([i for i, _, _ in items], int))
+        out.append(FrameTracks(index, None, (0, 0), det, False, []))
+    return out
 
 
 def _motmetrics() -> Any:

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,17 @@ from ovperc.labeling.lock import dataset_lock
 from ovperc.labeling.report import EXIT_ERROR, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK
 from ovperc.ontology import ClassesLike, Ontology
 from ovperc.video.output import (
+    COCO_NAME,
     DATASET_DIR,
     MASKS_DIR,
     REPORT_NAME,
     ChunkWriter,
     DatasetOptions,
     TrackOutput,
+    read_tracks,
 )
 from ovperc.video.reader import FrameReader, VideoInfo, probe_video
-from ovperc.video.types import VideoFrame
+from ovperc.video.types import FrameTracks, VideoFrame
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class TrackReport:
         interrupted: stopped (Ctrl-C, SIGTERM) before the end.
         error: a fatal error that stopped the run.
         notes: what else a person should know (a truncated file, files left alone).
+        scores: MOTA, IDF1, id switches, ... against a ground truth, when one was given
+            (:class:`~ovperc.video.metrics.TrackingScores`).
     """
 
     source: str
@@ -69,6 +73,7 @@ class TrackReport:
     interrupted: bool = False
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    scores: dict[str, Any] | None = None
 
     @property
     def frames_per_second(self) -> float:
@@ -107,6 +112,11 @@ class TrackReport:
         if self.frames_skipped:
             lines.append(f"skipped {self.frames_skipped} frames that could not be decoded")
         lines.extend(f"note: {note}" for note in self.notes)
+        if self.scores is not None:
+            s = self.scores
+            lines.append(f"scores against the ground truth on {s['frames']} frames: MOTA {s['mota']:.3f}, "
+                         f"IDF1 {s['idf1']:.3f}, {s['id_switches']} id switches, precision "
+                         f"{s['precision']:.3f}, recall {s['recall']:.3f}")
         return "\n".join(lines)
 
 
@@ -128,6 +138,7 @@ def track_video(
     overwrite: bool = False,
     signature: Mapping[str, Any] | None = None,
     progress: bool = False,
+    truth: Sequence[FrameTracks] | None = None,
 ) -> TrackReport:
     """Track ``source`` into ``out``; rerun the same call to resume a run that was stopped.
 
@@ -150,6 +161,8 @@ def track_video(
         signature: what else defines the run's output (models, thresholds); a resumed run
             must have the same.
         progress: show a progress bar.
+        truth: ground-truth tracks (e.g. :func:`~ovperc.video.metrics.read_mot`); the run's
+            tracks are scored against them on the frames tracked (``report.scores``).
 
     Raises:
         VideoError: the source cannot be read (before anything is written).
@@ -194,6 +207,12 @@ def track_video(
                 report.frames_skipped = frames.skipped
                 report.notes.extend(frames.messages)
             report.notes.extend(output.finalize())
+            if truth is not None and (Path(out) / COCO_NAME).is_file():
+                from ovperc.video.metrics import score_tracks
+
+                tracked = read_tracks(Path(out) / COCO_NAME)
+                indices = {t.index for t in tracked}
+                report.scores = score_tracks([t for t in truth if t.index in indices], tracked).to_dict()
         except KeyboardInterrupt:
             report.interrupted = True
         report.notes.extend(f"{path} is in the way (ovperc did not write it): left alone"

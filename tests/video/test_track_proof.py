@@ -12,6 +12,8 @@ duplicates tracks or lets masks drift falls far below them.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("motmetrics")
@@ -32,24 +34,30 @@ def clip():
 
 @pytest.fixture(scope="module")
 def tracked(clip, tmp_path_factory):
-    """The clip as an mp4, through ``ovperc track``; the tracks read back from tracks.json."""
+    """The clip as an mp4, through ``ovperc track --gt``; the tracks read back from tracks.json
+    and the scores the command reported."""
     from ovperc.cli import main
     from ovperc.shapes.motion import write_clip_video
     from ovperc.video.output import read_tracks
+    from ovperc.video.writers import mot_lines
 
     root = tmp_path_factory.mktemp("proof")
     video = write_clip_video(clip, root / "clip.mp4", quality=10)
+    (root / "gt.txt").write_text("".join(line + "\n" for t in clip.ground_truth() for line in mot_lines(t)))
     code = main(["track", str(video), "--out", str(root / "out"), "--preset", "shapes-tiny",
                  "--classes", ", ".join(CLASSES), "--detect-every", str(DETECT_EVERY), "--max-lost", "3",
-                 "--device", "cpu", "--no-progress", "--chunk-frames", "8"])
+                 "--device", "cpu", "--no-progress", "--chunk-frames", "8", "--gt", str(root / "gt.txt")])
     assert code == 0
-    return read_tracks(root / "out" / "tracks.json")
+    reported = json.loads((root / "out" / "report.json").read_text())["scores"]
+    return read_tracks(root / "out" / "tracks.json"), reported
 
 
 def test_scores_against_the_exact_tracks(clip, tracked):
+    tracked, reported = tracked
     assert [t.index for t in tracked] == list(range(FRAMES))
     scores = score_tracks(clip.ground_truth(), tracked)
     print(f"proof: {scores}")
+    assert reported == pytest.approx(scores.to_dict())  # what `ovperc track --gt` says
     assert scores.mota >= FLOORS["mota"], scores
     assert scores.idf1 >= FLOORS["idf1"], scores
     with_masks = score_tracks(clip.ground_truth(), tracked, masks=True)
@@ -57,6 +65,7 @@ def test_scores_against_the_exact_tracks(clip, tracked):
 
 
 def test_a_shape_entering_mid_video_gets_a_new_id_and_the_others_keep_theirs(clip, tracked):
+    tracked, _ = tracked
     (entering,) = clip.entering()
     matches = matched_ids(clip.ground_truth(), tracked)
     first_seen = min(f for f in matches if entering.track_id in matches[f])
