@@ -202,7 +202,7 @@ def track_video(
         try:
             if remaining is None or remaining > 0:
                 frames = FrameReader(source, stride=stride, start=begin, max_frames=remaining)
-                report.frames_this_run = _run(tracker, frames, output, ontology, tag_merge, report, progress,
+                report.frames_this_run = _run(tracker, frames, output, ontology, tag_merge, progress,
                                               info, begin, stride, remaining)
                 report.frames_skipped = frames.skipped
                 report.notes.extend(frames.messages)
@@ -226,8 +226,8 @@ def track_video(
 
 
 def _run(tracker: Any, frames: FrameReader, output: TrackOutput, classes: ClassesLike | None, tag_merge: bool,
-         report: TrackReport, progress: bool, info: VideoInfo, begin: int, stride: int,
-         remaining: int | None) -> int:
+         progress: bool, info: VideoInfo, begin: int, stride: int, remaining: int | None) -> int:
+    """Track ``frames`` and write each chunk not finished yet; returns the frames tracked."""
     stash: dict[int, VideoFrame] = {}
 
     def kept() -> Iterator[VideoFrame]:
