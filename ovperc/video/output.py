@@ -45,6 +45,7 @@ import numpy as np
 from ovperc.atomic import atomic_file, atomic_write_bytes
 from ovperc.labeling.manifest import STATE_DIR, Manifest, discard, read_stored
 from ovperc.labeling.writers import DatasetWriter, ImageItem, make_writer
+from ovperc.video.encode import concat_videos
 from ovperc.video.types import FrameTracks, VideoFrame
 from ovperc.video.writers import (
     TrackAnnotator,
@@ -443,47 +444,6 @@ def read_tracks(path: str | os.PathLike) -> list[FrameTracks]:
             det = sv.Detections.empty()
         out.append(FrameTracks(int(image["frame_index"]), image.get("timestamp"), size, det, False, classes))
     return out
-
-
-def concat_videos(parts: Sequence[Path], target: Path) -> None:
-    """Join MP4 pieces made by one :class:`~ovperc.video.encode.VideoEncoder` setting into
-    ``target`` without re-encoding (their packets are copied, their times shifted).
-
-    Example:
-        >>> concat_videos([Path("a.mp4"), Path("b.mp4")], Path("ab.mp4"))  # doctest: +SKIP
-    """
-    import av
-
-    from ovperc.video.encode import temporary_path
-
-    if not parts:
-        raise ValueError(f"no video pieces to join into {target}")
-    tmp = temporary_path(target)
-    output = av.open(str(tmp), mode="w", format="mp4")
-    try:
-        stream = None
-        offset = 0
-        for part in parts:
-            with av.open(str(part)) as source:
-                video = source.streams.video[0]
-                if stream is None:
-                    stream = output.add_stream_from_template(video)
-                end = offset
-                for packet in source.demux(video):
-                    if packet.dts is None:
-                        continue
-                    packet.pts += offset
-                    packet.dts += offset
-                    end = max(end, packet.pts + (packet.duration or 0))
-                    packet.stream = stream
-                    output.mux(packet)
-                offset = end
-        output.close()
-    except BaseException:
-        output.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
 
 
 def _without_masks(record: dict[str, Any]) -> dict[str, Any]:
