@@ -21,7 +21,8 @@ pytest.importorskip("motmetrics")
 from ovperc.shapes.world import CLASSES  # noqa: E402
 from ovperc.video.metrics import matched_ids, score_tracks  # noqa: E402
 
-pytestmark = pytest.mark.slow  # about 15 s of CPU (models load, 14 frames of SAM, 7 detections)
+# ~35 s of CPU time on this 2-core machine, imports and model loading included
+pytestmark = pytest.mark.slow
 
 SEED, FRAMES, SIZE, DETECT_EVERY = 1, 14, (192, 144), 2
 FLOORS = {"mota": 0.45, "idf1": 0.65}
