@@ -62,18 +62,19 @@ class VideoSegmenter(Protocol):
 class BoxPromptPropagator:
     """Follow objects with an image segmenter, prompting each frame with last frame's boxes.
 
-    On every frame each object's box from the previous frame, moved by its last motion and
-    enlarged by ``margin`` of its size on every side, prompts the segmenter; the mask it
-    answers (cut to that prompt box) gives the object's new box. The image is embedded
-    once per frame and all boxes are decoded together (the segmenter's ``segment`` call).
+    On every frame each object's box from the previous frame, moved by its last motion,
+    prompts the segmenter; the mask it answers, cut to that box enlarged by ``margin`` of its
+    size on every side (room to move, not to spread over a neighbour), gives the object's
+    new box. The image is embedded once per frame and all boxes are decoded together (the
+    segmenter's ``segment`` call).
     An object whose mask comes back empty, or scored below ``min_score`` by the segmenter,
     keeps its last box and is prompted there again on the next frame.
 
     Args:
         segmenter: any ovperc image segmenter (``segment(images, detections)``), e.g.
             :class:`~ovperc.stages.sam.SamSegmenter`.
-        margin: how much larger than the object's last box the prompt is, as a fraction of
-            the box's width and height on each side (lets a moving object stay inside).
+        margin: how far past the prompt box a mask may reach, as a fraction of the box's
+            width and height on each side (lets a moving object's mask follow it).
         min_score: masks the segmenter scores below this (``data["mask_score"]``, SAM's
             predicted IoU) count as empty.
         min_area: masks of fewer pixels count as empty.
@@ -121,12 +122,13 @@ class BoxPromptPropagator:
         masks = {i: np.zeros((height, width), dtype=bool) for i in ids}
         prompts, regions = {}, {}
         for obj_id in ids:
-            if obj_id in given:  # a detection's box: prompt with it, keep what spills a little past it
+            if obj_id in given:  # a detection's box
                 prompts[obj_id] = given[obj_id]
                 regions[obj_id] = _enlarge(given[obj_id], self.margin, limits)
-            else:
-                prompts[obj_id] = regions[obj_id] = _enlarge(
-                    predict_box(self._boxes[obj_id], self._motion[obj_id]), self.margin, limits)
+            else:  # where it is expected; its mask may reach a margin past that box
+                expected = predict_box(self._boxes[obj_id], self._motion[obj_id])
+                prompts[obj_id] = np.clip(expected, 0, limits)
+                regions[obj_id] = _enlarge(expected, self.margin, limits)
         usable = [i for i in ids if prompts[i][2] - prompts[i][0] >= 1 and prompts[i][3] - prompts[i][1] >= 1]
         if usable:
             dets = sv.Detections(xyxy=np.stack([prompts[i] for i in usable]).astype(np.float32))

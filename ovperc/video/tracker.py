@@ -55,6 +55,7 @@ class _Track:
     votes: Counter[str] = field(default_factory=Counter)
     motion: np.ndarray = field(default_factory=lambda: np.zeros(4))
     lost: int = 0
+    confirmed: int = 0  # the frame position a detection last paired with it (or started it)
 
     def vote(self, class_name: str, confidence: float) -> None:
         self.votes[class_name] += 1
@@ -81,6 +82,9 @@ class Tracker:
         new_track_iou: a detection pairs with a tracked object when their boxes overlap by
             at least this IoU; one that overlaps no tracked object this much starts a track.
         max_lost: frames in a row an object's mask may stay empty before its track ends.
+        duplicate_iou: two tracks whose masks overlap by this IoU follow one object: the one
+            a detection confirmed less recently ends (a propagated mask can spread onto a
+            neighbour that another track already follows).
         reanchor: restart a paired object from its detection's box on keyframes (corrects
             drift; an object that was lost is always restarted).
         min_mask_area: masks of fewer pixels count as empty.
@@ -103,6 +107,7 @@ class Tracker:
         detect_every: int = 10,
         new_track_iou: float = 0.3,
         max_lost: int = 30,
+        duplicate_iou: float = 0.7,
         reanchor: bool = True,
         min_mask_area: int = 1,
         device: str = "auto",
@@ -113,8 +118,9 @@ class Tracker:
                                  ("min_mask_area", min_mask_area, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if not 0.0 < new_track_iou <= 1.0:
-            raise ValueError(f"new_track_iou must be in (0, 1], got {new_track_iou!r}")
+        for name, value in (("new_track_iou", new_track_iou), ("duplicate_iou", duplicate_iou)):
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
         if pipeline.detector is None:
             raise ValueError("tracking needs a pipeline with a detector to find objects on keyframes")
         self.pipeline = pipeline
@@ -124,6 +130,7 @@ class Tracker:
         self.detect_every = detect_every
         self.new_track_iou = float(new_track_iou)
         self.max_lost = max_lost
+        self.duplicate_iou = float(duplicate_iou)
         self.reanchor = bool(reanchor)
         self.min_mask_area = min_mask_area
         # Keyframes need boxes only: the video segmenter makes the masks.
@@ -182,8 +189,10 @@ class _Run:
         self.tracks: dict[int, _Track] = {}
         self.next_id = 1
         self.size: tuple[int, int] | None = None
+        self.position = 0
 
     def step(self, position: int, frame: VideoFrame) -> FrameTracks:
+        self.position = position
         if self.size is None:
             self.size = frame.size
         elif frame.size != self.size:
@@ -198,6 +207,7 @@ class _Run:
                 prompts = self._associate(detections)
         masks = self.tracker.video_segmenter.propagate(frame, prompts)
         self._update(masks, set(prompts))
+        self._drop_duplicates(masks)
         return self._frame_tracks(frame, masks, keyframe)
 
     def _detect(self, frame: VideoFrame) -> sv.Detections | None:
@@ -225,6 +235,7 @@ class _Run:
         for row, col in assign(iou, tracker.new_track_iou):
             track = self.tracks[ids[row]]
             track.vote(_name(names, col), _score(scores, col))
+            track.confirmed = self.position
             if tracker.reanchor or track.lost:
                 prompts[track.id] = boxes[col]
             paired.add(col)
@@ -232,7 +243,8 @@ class _Run:
         for col in range(len(boxes)):
             if col in paired or overlap[col] >= tracker.new_track_iou:
                 continue  # a tracked object, or a second box on one
-            track = _Track(self.next_id, boxes[col].copy(), _name(names, col), _score(scores, col))
+            track = _Track(self.next_id, boxes[col].copy(), _name(names, col), _score(scores, col),
+                           confirmed=self.position)
             track.votes[track.class_name] += 1
             self.tracks[track.id] = track
             self.next_id += 1
@@ -257,6 +269,31 @@ class _Run:
             track.lost = 0
         if ended:
             logger.debug("tracks ended after %d frames unseen: %s", tracker.max_lost, ended)
+            tracker.video_segmenter.remove(ended)
+            for track_id in ended:
+                del self.tracks[track_id]
+
+    def _drop_duplicates(self, masks: dict[int, np.ndarray]) -> None:
+        """End tracks that follow the same object as another: of two whose masks overlap by
+        ``duplicate_iou``, the one a detection confirmed less recently ends (the younger on a tie)."""
+        tracker = self.tracker
+        seen = [t for t in self.tracks.values() if t.lost == 0]
+        if len(seen) < 2:
+            return
+        boxes = np.array([t.box for t in seen])
+        near = box_iou(boxes, boxes) >= tracker.duplicate_iou  # a mask IoU needs at least this box IoU
+        ended: set[int] = set()
+        for a, b in zip(*np.nonzero(np.triu(near, k=1))):
+            first, second = seen[a], seen[b]
+            if first.id in ended or second.id in ended:
+                continue
+            ma, mb = masks[first.id], masks[second.id]
+            union = np.logical_or(ma, mb).sum()
+            if union and np.logical_and(ma, mb).sum() / union >= tracker.duplicate_iou:
+                loser = min((first, second), key=lambda t: (t.confirmed, -t.id))
+                ended.add(loser.id)
+        if ended:
+            logger.debug("tracks ended as duplicates of others: %s", sorted(ended))
             tracker.video_segmenter.remove(ended)
             for track_id in ended:
                 del self.tracks[track_id]

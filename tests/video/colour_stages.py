@@ -47,20 +47,27 @@ class ColourDetector:
 
 
 class ColourSegmenter:
-    """The non-black pixels inside each box; counts the images it embeds."""
+    """Like SAM on these frames: the whole blob (non-black connected pixels) of the colour
+    that fills most of each box, reaching past the box; counts the images it embeds."""
 
     def __init__(self) -> None:
         self.images = 0
 
     def segment(self, images: Sequence[np.ndarray],
                 detections: Sequence[sv.Detections]) -> list[sv.Detections]:
+        from scipy import ndimage
+
         out = []
         for image, det in zip(images, detections):
             self.images += 1
             height, width = image.shape[:2]
             masks = np.zeros((len(det), height, width), dtype=bool)
+            labels, _ = ndimage.label(image.any(axis=2))
             for row, (x1, y1, x2, y2) in enumerate(np.round(det.xyxy).astype(int)):
-                masks[row, y1:y2, x1:x2] = image[y1:y2, x1:x2].any(axis=2)
+                inside = labels[max(y1, 0):y2, max(x1, 0):x2]
+                found = np.bincount(inside[inside > 0].ravel())
+                if found.size:
+                    masks[row] = labels == found.argmax()
             det = det[:] if len(det) else sv.Detections(xyxy=np.zeros((0, 4), np.float32))
             det.mask = masks
             det.data["mask_score"] = np.ones(len(det), np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import supervision as sv
 
 from ovperc import Pipeline, Tracker
 from ovperc.video.segmenter import BoxPromptPropagator
@@ -118,3 +119,27 @@ def test_bad_frames_and_settings_are_clear_errors():
         Tracker(Pipeline(detector=ColourDetector()))
     with pytest.raises(ValueError, match="needs a pipeline with a detector"):
         Tracker(Pipeline(segmenter=ColourSegmenter()))
+
+
+class _TwiceDetector(ColourDetector):
+    """Also reports a second, much larger box around the red square on the first keyframe."""
+
+    def detect(self, images, prompts):
+        [det] = super().detect(images, prompts)
+        if self.calls == 1:
+            x1, y1, x2, y2 = det.xyxy[0]
+            extra = sv.Detections(xyxy=np.array([[x1 - 20, y1 - 8, x2 + 4, y2 + 8]], np.float32),
+                                  confidence=np.array([0.8], np.float32), class_id=np.array([0]))
+            extra.data["prompt"] = np.array(["red square"], dtype=object)
+            det = sv.Detections.merge([det, extra])
+        return [det]
+
+
+def test_two_tracks_on_one_object_become_one():
+    video = frames(10, {"red square": _moving(10, (30, 10), (1, 0))})
+    pipe = Pipeline(detector=_TwiceDetector(), segmenter=ColourSegmenter(), nms="none")
+    tracker = Tracker(pipe, detect_every=5)
+    results = list(tracker.track(video, "red square"))
+    # the second box starts track 2, whose mask is the same square: it ends at once
+    assert [list(_ids(r)) for r in results] == [[1]] * 10
+    assert list(tracker.video_segmenter._boxes) == []
