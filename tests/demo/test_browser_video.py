@@ -40,15 +40,19 @@ class NearColourDetector:
 
 
 class BrightSegmenter:
-    """The bright pixels inside each box."""
+    """Like SAM, the whole object a box prompts: every bright blob that reaches into the box."""
 
     def segment(self, images: Sequence[np.ndarray],
                 detections: Sequence[sv.Detections]) -> list[sv.Detections]:
         out = []
         for image, det in zip(images, detections):
+            from scipy import ndimage
+
+            blobs, _ = ndimage.label(image.max(axis=2) > 80)
             masks = np.zeros((len(det), *image.shape[:2]), bool)
             for row, (x1, y1, x2, y2) in enumerate(np.round(det.xyxy).astype(int)):
-                masks[row, y1:y2, x1:x2] = image[y1:y2, x1:x2].max(axis=2) > 80
+                inside = set(np.unique(blobs[max(y1, 0):y2, max(x1, 0):x2]).tolist()) - {0}
+                masks[row] = np.isin(blobs, list(inside))
             det = det[:] if len(det) else sv.Detections(xyxy=np.zeros((0, 4), np.float32))
             det.mask = masks
             out.append(det)
