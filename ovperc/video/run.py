@@ -232,6 +232,10 @@ def _run(tracker: Any, frames: FrameReader, output: TrackOutput, classes: Classe
 
     def kept() -> Iterator[VideoFrame]:
         for frame in frames:
+            if frame.size != info.size:  # a folder's odd frame: one bad frame never stops a run
+                frames.skip(f"frame {frame.index} skipped: {frame.size[0]}x{frame.size[1]} pixels, not the "
+                            f"{info.size[0]}x{info.size[1]} of the first frame")
+                continue
             stash[frame.index] = frame
             yield frame
 
