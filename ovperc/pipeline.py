@@ -269,7 +269,8 @@ class Pipeline:
         """Follow every object of ``classes`` through video frames, each under a stable id.
 
         A thin entry to :class:`ovperc.Tracker` (``options`` are its arguments:
-        ``video_segmenter``, ``detect_every``, ``new_track_iou``, ``max_lost``, ...).
+        ``video_segmenter``, ``detect_every``, ``new_track_iou``, ``max_lost``, ...), yielding
+        one :class:`~ovperc.video.types.FrameTracks` per frame.
 
         Example:
             >>> for tracks in pipe.track(frames, "person, car", detect_every=5):  # doctest: +SKIP

@@ -29,6 +29,24 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
 
 
+def box_containment(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How much of the smaller box of each pair lies inside the other: ``N x M`` in [0, 1].
+
+    Example:
+        >>> box_containment(np.array([[0, 0, 10, 10]]), np.array([[2, 2, 6, 6], [5, 0, 15, 10]]))
+        array([[1. , 0.5]])
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    overlap = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return np.divide(overlap, smaller, out=np.zeros_like(overlap), where=smaller > 0)
+
+
 def assign(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
     """One-to-one pairs ``(row, column)`` of ``iou`` that maximise the total IoU, each pair
     at least ``min_iou``; Hungarian (``scipy``) when installed, greedy best-first otherwise.
@@ -61,6 +79,21 @@ def _greedy(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
             used_rows.add(row)
             used_cols.add(col)
     return sorted(pairs)
+
+
+def box_motion(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """The per-frame motion of a box, as the shift of its centre (``[dx, dy, dx, dy]``): a
+    box's size changes with its mask's errors far more than with the object, so only the
+    centre's move is carried on to the next frame.
+
+    Example:
+        >>> box_motion(np.array([0.0, 0, 10, 10]), np.array([2.0, 1, 10, 13]))
+        array([1., 2., 1., 2.])
+    """
+    old = np.asarray(old, dtype=np.float64)
+    new = np.asarray(new, dtype=np.float64)
+    shift = (new[:2] + new[2:]) / 2 - (old[:2] + old[2:]) / 2
+    return np.concatenate([shift, shift])
 
 
 def predict_box(box: np.ndarray, motion: np.ndarray, steps: int = 1) -> np.ndarray:

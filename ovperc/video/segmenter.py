@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ovperc.video.matching import mask_box, predict_box
+from ovperc.video.matching import box_motion, mask_box, predict_box
 
 if TYPE_CHECKING:
     from ovperc.stages.base import Segmenter
@@ -151,7 +151,7 @@ class BoxPromptPropagator:
             if obj_id in given or obj_id not in self._boxes:
                 self._motion[obj_id] = np.zeros(4)
             else:
-                self._motion[obj_id] = box - self._boxes[obj_id]
+                self._motion[obj_id] = box_motion(self._boxes[obj_id], box)
             self._boxes[obj_id] = box
         return masks
 

@@ -4,12 +4,14 @@ Every ``detect_every``-th frame (a keyframe) runs the pipeline's detector (and i
 and classifier, when it has them; its image segmenter is not needed there, the video
 segmenter gives the masks). The keyframe's detections are paired one to one with the
 tracked objects by box IoU (Hungarian assignment) against where each object is expected on
-that frame. A paired object is re-anchored: the video segmenter restarts it from the
-detection's box, which corrects drift. A detection that overlaps no tracked object by
-``new_track_iou`` starts a new track with a new id; ids count up from 1 and are never
-reused. On every frame the video segmenter carries every object's mask forward; an object
-whose mask stays empty for ``max_lost`` frames in a row ends (a detection that pairs with
-it before then brings it back under the same id).
+that frame (a track box nested in a detection also pairs, see ``nested_share``). A paired
+object is re-anchored: the video segmenter restarts it from the detection's box, which
+corrects drift. A detection that overlaps no tracked object by ``new_track_iou`` starts a
+new track with a new id; ids count up from 1 and are never reused. On every frame the video
+segmenter carries every object's mask forward; an object whose mask stays empty for
+``max_lost`` frames in a row ends (a detection that pairs with it before then brings it
+back under the same id), and of two tracks whose masks cover one object the one confirmed
+less recently ends (``duplicate_iou``).
 
 A track's class is the majority of the classes of the detections that started and
 confirmed it (a tie keeps the class it has), so one keyframe with a wrong label does not
@@ -32,7 +34,7 @@ import numpy as np
 
 from ovperc.image import ImageError
 from ovperc.ontology import ClassesLike, Ontology
-from ovperc.video.matching import assign, box_iou, mask_box, predict_box
+from ovperc.video.matching import assign, box_containment, box_iou, box_motion, mask_box, predict_box
 from ovperc.video.segmenter import VideoSegmenter, as_video_segmenter
 from ovperc.video.types import FrameTracks, VideoFrame
 
@@ -82,6 +84,10 @@ class Tracker:
         new_track_iou: a detection pairs with a tracked object when their boxes overlap by
             at least this IoU; one that overlaps no tracked object this much starts a track.
         max_lost: frames in a row an object's mask may stay empty before its track ends.
+        nested_share: a detection also pairs with a track (when no better pair is left) if
+            one box holds this share of the other's area: a propagated mask that shrank or
+            drifted inside its object is re-anchored, not doubled by a new track. ``None``:
+            box IoU alone.
         duplicate_iou: two tracks whose masks overlap by this IoU follow one object: the one
             a detection confirmed less recently ends (a propagated mask can spread onto a
             neighbour that another track already follows).
@@ -108,6 +114,7 @@ class Tracker:
         new_track_iou: float = 0.3,
         max_lost: int = 30,
         duplicate_iou: float = 0.7,
+        nested_share: float | None = 0.8,
         reanchor: bool = True,
         min_mask_area: int = 1,
         device: str = "auto",
@@ -118,7 +125,8 @@ class Tracker:
                                  ("min_mask_area", min_mask_area, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        for name, value in (("new_track_iou", new_track_iou), ("duplicate_iou", duplicate_iou)):
+        for name, value in (("new_track_iou", new_track_iou), ("duplicate_iou", duplicate_iou),
+                            ("nested_share", 1.0 if nested_share is None else nested_share)):
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {value!r}")
         if pipeline.detector is None:
@@ -131,6 +139,7 @@ class Tracker:
         self.new_track_iou = float(new_track_iou)
         self.max_lost = max_lost
         self.duplicate_iou = float(duplicate_iou)
+        self.nested_share = None if nested_share is None else float(nested_share)
         self.reanchor = bool(reanchor)
         self.min_mask_area = min_mask_area
         # Keyframes need boxes only: the video segmenter makes the masks.
@@ -144,7 +153,7 @@ class Tracker:
                 f"max_lost={self.max_lost})")
 
     def track(self, frames: Iterable[VideoFrame | np.ndarray], classes: ClassesLike | None = None, *,
-              tag_merge: bool = False) -> Iterator[FrameTracks]:
+              tag_merge: bool = False, first_id: int = 1) -> Iterator[FrameTracks]:
         """Follow the objects through ``frames``, yielding each frame's tracks as soon as known.
 
         Frames are read one at a time and not kept, so a stream of any length runs in
@@ -156,6 +165,8 @@ class Tracker:
             classes: what to track, as for :meth:`ovperc.Pipeline.__call__`; ``None``: the
                 pipeline's tagger names them on each keyframe.
             tag_merge: with classes given, also track what the tagger names.
+            first_id: the id of the first track; a run resumed part way through a video
+                passes one past the largest id it already wrote, so no id is used twice.
 
         Yields:
             One :class:`~ovperc.video.types.FrameTracks` per frame, in order.
@@ -168,8 +179,11 @@ class Tracker:
             >>> for tracks in tracker.track(frames, classes=["car"]):  # doctest: +SKIP
             ...     print(tracks.index, len(tracks.detections))
         """
+        if isinstance(first_id, bool) or not isinstance(first_id, int) or first_id < 1:
+            raise ValueError(f"first_id must be an int >= 1, got {first_id!r}")
         ontology = self.pipeline.check(classes)
         run = _Run(self, ontology, tag_merge)
+        run.next_id = first_id
         self.video_segmenter.reset()
         try:
             for position, item in enumerate(frames):
@@ -228,6 +242,9 @@ class _Run:
         expected = expected.reshape(-1, 4)
         boxes = np.asarray(detections.xyxy, dtype=np.float64).reshape(-1, 4)
         iou = box_iou(expected, boxes)
+        if tracker.nested_share is not None and iou.size:  # a drifted track inside its detection
+            held = box_containment(expected, boxes)
+            iou = np.where(held >= tracker.nested_share, np.maximum(iou, tracker.new_track_iou), iou)
         names = detections.data.get("class_name")
         scores = detections.confidence
         prompts: dict[int, np.ndarray] = {}
@@ -264,7 +281,7 @@ class _Run:
                     ended.append(track.id)
                 continue
             fresh = track.lost or track.id in restarted
-            track.motion = np.zeros(4) if fresh else box - track.box
+            track.motion = np.zeros(4) if fresh else box_motion(track.box, box)
             track.box = box
             track.lost = 0
         if ended:

@@ -82,6 +82,14 @@ def test_the_detector_runs_on_every_detect_every_th_frame(detect_every, calls):
     assert {i for r in results for i in _ids(r)} == {1}
 
 
+def test_ids_start_at_first_id_for_a_resumed_run():
+    video = frames(4, {"red square": _moving(4, (2, 2), (1, 0)), "blue square": _moving(4, (60, 40), (0, 0))})
+    results = list(Tracker(_pipeline(), detect_every=2).track(video, "red square, blue square", first_id=8))
+    assert [sorted(_ids(r)) for r in results] == [[8, 9]] * 4
+    with pytest.raises(ValueError, match="first_id"):
+        next(Tracker(_pipeline()).track(video, "red square", first_id=0))
+
+
 def test_class_is_the_majority_of_the_keyframes_labels():
     # the third keyframe labels the red square as blue: it stays red
     detector = ColourDetector(rename={2: "blue square"})
@@ -143,3 +151,29 @@ def test_two_tracks_on_one_object_become_one():
     # the second box starts track 2, whose mask is the same square: it ends at once
     assert [list(_ids(r)) for r in results] == [[1]] * 10
     assert list(tracker.video_segmenter._boxes) == []
+
+
+class _ShrinkingSegmenter(ColourSegmenter):
+    """A segmenter whose masks shrink: each keeps only the middle 80% of its prompt box."""
+
+    def segment(self, images, detections):
+        out = super().segment(images, detections)
+        for det, result in zip(detections, out):
+            for row, (x1, y1, x2, y2) in enumerate(det.xyxy):
+                keep = np.zeros_like(result.mask[row])
+                dx, dy = 0.1 * (x2 - x1), 0.1 * (y2 - y1)
+                keep[int(round(y1 + dy)):int(round(y2 - dy)), int(round(x1 + dx)):int(round(x2 - dx))] = True
+                result.mask[row] &= keep
+        return out
+
+
+@pytest.mark.parametrize("nested_share, ids", [(0.8, [[1]] * 8),
+                                                (None, [[1]] * 3 + [[1, 2]] * 3 + [[1, 2, 3]] * 2)])
+def test_a_track_that_shrank_inside_its_object_is_re_anchored_not_doubled(nested_share, ids):
+    video = frames(8, {"red square": [(20, 10)] * 8}, side=20)
+    pipe = Pipeline(detector=ColourDetector(), segmenter=_ShrinkingSegmenter())
+    tracker = Tracker(pipe, detect_every=3, nested_share=nested_share)
+    results = list(tracker.track(video, "red square"))
+    assert [list(_ids(r)) for r in results] == ids
+    if nested_share is not None:  # re-anchored on keyframes: back to the (80%) whole square
+        assert [r.detections.xyxy[0].tolist() for r in results[2:4]] == [[25, 15, 35, 25], [22, 12, 38, 28]]
