@@ -88,8 +88,8 @@ class TrackOutput:
         manifest: its manifest (class list, finished chunks).
         video, masks: whether ``annotated.mp4`` and ``masks/*.png`` are written.
         dataset: the frames dataset's options, or ``None``.
-        id_offset: added to the tracker's ids in this run, so ids stay unique across a
-            resumed run's chunks (see :meth:`open`).
+        id_offset: the largest track id the finished chunks hold; a resumed run numbers
+            its tracks after it, so ids stay unique (see :meth:`open`).
         blocked: files that were not written because something ovperc did not write is there.
     """
 
@@ -125,7 +125,7 @@ class TrackOutput:
 
         A resumed run goes on from its first unfinished chunk with a fresh tracker, so an
         object tracked across that boundary gets a new id there; ids are never reused
-        (:attr:`id_offset` continues after the largest id recorded).
+        (the tracker starts after :attr:`id_offset`, the largest id recorded).
 
         Raises:
             ManifestMismatchError: ``out`` holds a run with other settings (and not
@@ -358,7 +358,7 @@ class ChunkWriter:
         return tracks
 
     def _stable(self, tracks: FrameTracks) -> FrameTracks:
-        """The tracker's ids shifted by the run's offset; class ids as the manifest gives them."""
+        """The tracks with class ids as the manifest gives them (ids grow, never move)."""
         out = self.output
         det = tracks.detections
         names = class_names_of(tracks)
@@ -368,7 +368,6 @@ class ChunkWriter:
             out.manifest.set_classes([*classes, *new])
         if len(det):
             det = det[:]
-            det.tracker_id = np.asarray(det.tracker_id, dtype=int) + out.id_offset
             det.class_id = np.array([out.manifest.classes.index(n) for n in names], dtype=int)
             det.data["class_name"] = np.array(names, dtype=object)
         return FrameTracks(tracks.index, tracks.timestamp, tracks.size, det, tracks.keyframe,

@@ -147,7 +147,8 @@ def track_video(
     continue after the largest id written so far).
 
     Args:
-        tracker: a :class:`~ovperc.Tracker` (anything with ``track(frames, classes, tag_merge=)``).
+        tracker: a :class:`~ovperc.Tracker` (anything with ``track(frames, classes, tag_merge=,
+            first_id=)``).
         source: a video file or a folder of frames.
         out: the output folder (see :mod:`ovperc.video.output` for its layout).
         classes: what to track.
@@ -249,7 +250,8 @@ def _run(tracker: Any, frames: FrameReader, output: TrackOutput, classes: Classe
     number = -1
     done = 0
     try:
-        for tracks in tracker.track(kept(), classes, tag_merge=tag_merge):
+        # a resumed run numbers its tracks after the ids already written: ids are never reused
+        for tracks in tracker.track(kept(), classes, tag_merge=tag_merge, first_id=output.id_offset + 1):
             frame = stash.pop(tracks.index)
             if output.chunk_of(frame.index) != number:
                 if chunk is not None:
