@@ -4,10 +4,11 @@ clip with an occlusion, a shape that enters and one that leaves, scored against 
 exact tracks with the standard CLEAR MOT and identity metrics (motmetrics).
 
 The toy models miss some shapes, so the scores are below 1. Measured on this clip (seed 1,
-14 frames, detect every 2nd): MOTA 0.80, IDF1 0.89, no id switch, 11 misses and no false
-positive of 56 true objects (before the tracker merged duplicate tracks: MOTA 0.59, IDF1
-0.77). The floors leave room for small numerical differences between machines; a tracker
-that swaps ids on keyframes, duplicates tracks or lets masks drift falls far below them.
+14 frames, detect every 2nd): MOTA 0.73, IDF1 0.85, no id switch, 13 misses and 2 false
+positives of 56 true objects (tracker of trackcore 3f4ff3c; before it merged duplicate
+tracks: MOTA 0.59, IDF1 0.77). The floors leave room for small numerical differences
+between machines; a tracker that swaps ids on keyframes, duplicates tracks or lets masks
+drift falls far below them.
 """
 
 from __future__ import annotations
