@@ -1,4 +1,5 @@
-"""Writing frames to a video file that browsers play (H.264 in MP4, through PyAV).
+"""Writing frames to a video file that browsers play (H.264 in MP4, through PyAV), and
+joining such files without re-encoding.
 
 The file is written beside its target under a temporary name and renamed into place when
 the encoder closes cleanly, so a killed run never leaves half a video under the real name.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -124,3 +126,42 @@ def temporary_path(target: Path) -> Path:
         True
     """
     return target.parent / f"{temp_prefix(target.name)}{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
+def concat_videos(parts: Sequence[Path], target: Path) -> None:
+    """Join MP4 pieces made by one :class:`~ovperc.video.encode.VideoEncoder` setting into
+    ``target`` without re-encoding (their packets are copied, their times shifted).
+
+    Example:
+        >>> concat_videos([Path("a.mp4"), Path("b.mp4")], Path("ab.mp4"))  # doctest: +SKIP
+    """
+    import av
+
+    if not parts:
+        raise ValueError(f"no video pieces to join into {target}")
+    tmp = temporary_path(target)
+    output = av.open(str(tmp), mode="w", format="mp4")
+    try:
+        stream = None
+        offset = 0
+        for part in parts:
+            with av.open(str(part)) as source:
+                video = source.streams.video[0]
+                if stream is None:
+                    stream = output.add_stream_from_template(video)
+                end = offset
+                for packet in source.demux(video):
+                    if packet.dts is None:
+                        continue
+                    packet.pts += offset
+                    packet.dts += offset
+                    end = max(end, packet.pts + (packet.duration or 0))
+                    packet.stream = stream
+                    output.mux(packet)
+                offset = end
+        output.close()
+    except BaseException:
+        output.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)

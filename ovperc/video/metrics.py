@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -108,11 +109,94 @@ def score_tracks(
         >>> score_tracks(clip.ground_truth(), tracker.track(frames)).idf1  # doctest: +SKIP
         0.97
     """
+    motmetrics = _motmetrics()
+    accumulator = _accumulate(motmetrics, truth, predicted, iou=iou, masks=masks, by_class=by_class)
+    metrics = ["mota", "motp", "idf1", "num_switches", "precision", "recall", "num_misses",
+               "num_false_positives", "num_objects", "num_frames"]
+    row = motmetrics.metrics.create().compute(accumulator, metrics=metrics, name="clip").iloc[0]
+    return TrackingScores(
+        mota=_number(row["mota"]), motp=1.0 - _number(row["motp"]) if row["num_objects"] else 0.0,
+        idf1=_number(row["idf1"]), id_switches=int(row["num_switches"]),
+        precision=_number(row["precision"]), recall=_number(row["recall"]),
+        misses=int(row["num_misses"]), false_positives=int(row["num_false_positives"]),
+        ground_truth=int(row["num_objects"]), frames=int(row["num_frames"]),
+    )
+
+
+def matched_ids(
+    truth: Iterable[FrameTracks],
+    predicted: Iterable[FrameTracks],
+    *,
+    iou: float = 0.5,
+    masks: bool = False,
+) -> dict[int, dict[int, int]]:
+    """Which predicted id each true object was matched to, frame by frame (the same
+    matching :func:`score_tracks` scores): ``{frame index: {true id: predicted id}}``.
+
+    Example:
+        >>> matched_ids(clip.ground_truth(), tracks)[12]  # doctest: +SKIP
+        {1: 1, 2: 2, 5: 4}
+    """
+    motmetrics = _motmetrics()
+    accumulator = _accumulate(motmetrics, truth, predicted, iou=iou, masks=masks, by_class=False)
+    events = accumulator.mot_events
+    found: dict[int, dict[int, int]] = {}
+    for (frame, _), row in events[events["Type"].isin(["MATCH", "SWITCH"])].iterrows():
+        found.setdefault(int(frame), {})[int(row["OId"])] = int(row["HId"])
+    return found
+
+
+def read_mot(path: str | os.PathLike) -> list[FrameTracks]:
+    """Read a MOT-challenge file (``frame,id,x,y,w,h,conf,...``, frames from 1) as tracks.
+
+    Rows whose 7th value is 0 are left out (in MOT ground truth that marks an object not
+    to be scored). Frames with no row are not listed.
+
+    Raises:
+        ValueError: a row that is not MOT (the message names the line).
+
+    Example:
+        >>> read_mot("gt/gt.txt")[0].detections.tracker_id  # doctest: +SKIP
+        array([1, 2, 3])
+    """
+    import supervision as sv
+
+    rows: dict[int, list[tuple[int, list[float], float]]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            fields = line.replace(" ", "").strip().split(",")
+            try:
+                frame, track_id = int(float(fields[0])), int(float(fields[1]))
+                x, y, w, h = (float(v) for v in fields[2:6])
+                score = float(fields[6]) if len(fields) > 6 else 1.0
+            except (ValueError, IndexError):
+                raise ValueError(f"{path}:{number}: not a MOT row (frame,id,x,y,w,h,conf,...): "
+                                 f"{line.strip()[:80]!r}") from None
+            if len(fields) > 6 and score == 0:
+                continue
+            rows.setdefault(frame - 1, []).append((track_id, [x, y, x + w, y + h], score))
+    out = []
+    for index in sorted(rows):
+        items = rows[index]
+        det = sv.Detections(xyxy=np.array([b for _, b, _ in items], np.float32).reshape(-1, 4),
+                            confidence=np.array([c for _, _, c in items], np.float32),
+                            tracker_id=np.array([i for i, _, _ in items], int))
+        out.append(FrameTracks(index, None, (0, 0), det, False, []))
+    return out
+
+
+def _motmetrics() -> Any:
     try:
         import motmetrics
     except ImportError as error:
         raise ImportError('tracking scores need motmetrics: pip install "ovperc[track]"') from error
+    return motmetrics
 
+
+def _accumulate(motmetrics: Any, truth: Iterable[FrameTracks], predicted: Iterable[FrameTracks], *,
+                iou: float, masks: bool, by_class: bool) -> Any:
     if not 0 < iou <= 1:
         raise ValueError(f"iou must be above 0 and at most 1, got {iou}")
     accumulator = motmetrics.MOTAccumulator(auto_id=False)
@@ -128,16 +212,7 @@ def score_tracks(
         else:
             distances = np.empty((len(true_ids), len(pred_ids)))
         accumulator.update(true_ids.tolist(), pred_ids.tolist(), distances, frameid=index)
-    metrics = ["mota", "motp", "idf1", "num_switches", "precision", "recall", "num_misses",
-               "num_false_positives", "num_objects", "num_frames"]
-    row = motmetrics.metrics.create().compute(accumulator, metrics=metrics, name="clip").iloc[0]
-    return TrackingScores(
-        mota=_number(row["mota"]), motp=1.0 - _number(row["motp"]) if row["num_objects"] else 0.0,
-        idf1=_number(row["idf1"]), id_switches=int(row["num_switches"]),
-        precision=_number(row["precision"]), recall=_number(row["recall"]),
-        misses=int(row["num_misses"]), false_positives=int(row["num_false_positives"]),
-        ground_truth=int(row["num_objects"]), frames=int(row["num_frames"]),
-    )
+    return accumulator
 
 
 def _objects(tracks: FrameTracks | None, masks: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:

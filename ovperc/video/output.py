@@ -45,6 +45,7 @@ import numpy as np
 from ovperc.atomic import atomic_file, atomic_write_bytes
 from ovperc.labeling.manifest import STATE_DIR, Manifest, discard, read_stored
 from ovperc.labeling.writers import DatasetWriter, ImageItem, make_writer
+from ovperc.video.encode import concat_videos
 from ovperc.video.types import FrameTracks, VideoFrame
 from ovperc.video.writers import (
     TrackAnnotator,
@@ -87,8 +88,8 @@ class TrackOutput:
         manifest: its manifest (class list, finished chunks).
         video, masks: whether ``annotated.mp4`` and ``masks/*.png`` are written.
         dataset: the frames dataset's options, or ``None``.
-        id_offset: added to the tracker's ids in this run, so ids stay unique across a
-            resumed run's chunks (see :meth:`open`).
+        id_offset: the largest track id the finished chunks hold; a resumed run numbers
+            its tracks after it, so ids stay unique (see :meth:`open`).
         blocked: files that were not written because something ovperc did not write is there.
     """
 
@@ -124,7 +125,7 @@ class TrackOutput:
 
         A resumed run goes on from its first unfinished chunk with a fresh tracker, so an
         object tracked across that boundary gets a new id there; ids are never reused
-        (:attr:`id_offset` continues after the largest id recorded).
+        (the tracker starts after :attr:`id_offset`, the largest id recorded).
 
         Raises:
             ManifestMismatchError: ``out`` holds a run with other settings (and not
@@ -357,7 +358,7 @@ class ChunkWriter:
         return tracks
 
     def _stable(self, tracks: FrameTracks) -> FrameTracks:
-        """The tracker's ids shifted by the run's offset; class ids as the manifest gives them."""
+        """The tracks with class ids as the manifest gives them (ids grow, never move)."""
         out = self.output
         det = tracks.detections
         names = class_names_of(tracks)
@@ -367,7 +368,6 @@ class ChunkWriter:
             out.manifest.set_classes([*classes, *new])
         if len(det):
             det = det[:]
-            det.tracker_id = np.asarray(det.tracker_id, dtype=int) + out.id_offset
             det.class_id = np.array([out.manifest.classes.index(n) for n in names], dtype=int)
             det.data["class_name"] = np.array(names, dtype=object)
         return FrameTracks(tracks.index, tracks.timestamp, tracks.size, det, tracks.keyframe,
@@ -405,45 +405,44 @@ class ChunkWriter:
         out.manifest.record([record])
 
 
-def concat_videos(parts: Sequence[Path], target: Path) -> None:
-    """Join MP4 pieces made by one :class:`~ovperc.video.encode.VideoEncoder` setting into
-    ``target`` without re-encoding (their packets are copied, their times shifted).
+def read_tracks(path: str | os.PathLike) -> list[FrameTracks]:
+    """Read a run's ``tracks.json`` back as one :class:`FrameTracks` per frame (boxes, track
+    ids, classes, scores, and masks where the file has them).
 
     Example:
-        >>> concat_videos([Path("a.mp4"), Path("b.mp4")], Path("ab.mp4"))  # doctest: +SKIP
+        >>> tracks = read_tracks("out/tracks.json")  # doctest: +SKIP
+        >>> tracks[0].detections.tracker_id  # doctest: +SKIP
+        array([1, 2])
     """
-    import av
+    import supervision as sv
 
-    from ovperc.video.encode import temporary_path
+    from ovperc.masks import coco_rle_to_mask
 
-    if not parts:
-        raise ValueError(f"no video pieces to join into {target}")
-    tmp = temporary_path(target)
-    output = av.open(str(tmp), mode="w", format="mp4")
-    try:
-        stream = None
-        offset = 0
-        for part in parts:
-            with av.open(str(part)) as source:
-                video = source.streams.video[0]
-                if stream is None:
-                    stream = output.add_stream_from_template(video)
-                end = offset
-                for packet in source.demux(video):
-                    if packet.dts is None:
-                        continue
-                    packet.pts += offset
-                    packet.dts += offset
-                    end = max(end, packet.pts + (packet.duration or 0))
-                    packet.stream = stream
-                    output.mux(packet)
-                offset = end
-        output.close()
-    except BaseException:
-        output.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    classes = [names[k] for k in sorted(names)]
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for annotation in data["annotations"]:
+        by_image.setdefault(annotation["image_id"], []).append(annotation)
+    out = []
+    for image in sorted(data["images"], key=lambda i: i["frame_index"]):
+        objects = by_image.get(image["id"], [])
+        size = (int(image["width"]), int(image["height"]))
+        if objects:
+            xyxy = np.array([[x, y, x + w, y + h] for x, y, w, h in (o["bbox"] for o in objects)], np.float32)
+            with_masks = all(isinstance(o.get("segmentation"), dict) for o in objects)
+            det = sv.Detections(
+                xyxy=xyxy,
+                mask=np.stack([coco_rle_to_mask(o["segmentation"]) for o in objects]) if with_masks else None,
+                confidence=np.array([o.get("score", 1.0) for o in objects], np.float32),
+                class_id=np.array([classes.index(names[o["category_id"]]) for o in objects], int),
+                tracker_id=np.array([o["track_id"] for o in objects], int),
+                data={"class_name": np.array([names[o["category_id"]] for o in objects], dtype=object)},
+            )
+        else:
+            det = sv.Detections.empty()
+        out.append(FrameTracks(int(image["frame_index"]), image.get("timestamp"), size, det, False, classes))
+    return out
 
 
 def _without_masks(record: dict[str, Any]) -> dict[str, Any]:

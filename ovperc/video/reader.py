@@ -198,6 +198,14 @@ class FrameReader:
             if self.max_frames is not None and kept >= self.max_frames:
                 return
 
+    def skip(self, message: str) -> None:
+        """Count a frame a consumer could not use (it is reported with the reader's own).
+
+        Example:
+            >>> reader.skip("frame 7 skipped: 640x360, not the video's 1280x720")  # doctest: +SKIP
+        """
+        self._problem(message)
+
     def _problem(self, message: str, *, skipped: bool = True) -> None:
         logger.warning("%s", message)
         self.messages.append(message)

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,17 @@ from ovperc.labeling.lock import dataset_lock
 from ovperc.labeling.report import EXIT_ERROR, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK
 from ovperc.ontology import ClassesLike, Ontology
 from ovperc.video.output import (
+    COCO_NAME,
     DATASET_DIR,
     MASKS_DIR,
     REPORT_NAME,
     ChunkWriter,
     DatasetOptions,
     TrackOutput,
+    read_tracks,
 )
 from ovperc.video.reader import FrameReader, VideoInfo, probe_video
-from ovperc.video.types import VideoFrame
+from ovperc.video.types import FrameTracks, VideoFrame
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class TrackReport:
         interrupted: stopped (Ctrl-C, SIGTERM) before the end.
         error: a fatal error that stopped the run.
         notes: what else a person should know (a truncated file, files left alone).
+        scores: MOTA, IDF1, id switches, ... against a ground truth, when one was given
+            (:class:`~ovperc.video.metrics.TrackingScores`).
     """
 
     source: str
@@ -69,6 +73,7 @@ class TrackReport:
     interrupted: bool = False
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    scores: dict[str, Any] | None = None
 
     @property
     def frames_per_second(self) -> float:
@@ -107,6 +112,11 @@ class TrackReport:
         if self.frames_skipped:
             lines.append(f"skipped {self.frames_skipped} frames that could not be decoded")
         lines.extend(f"note: {note}" for note in self.notes)
+        if self.scores is not None:
+            s = self.scores
+            lines.append(f"scores against the ground truth on {s['frames']} frames: MOTA {s['mota']:.3f}, "
+                         f"IDF1 {s['idf1']:.3f}, {s['id_switches']} id switches, precision "
+                         f"{s['precision']:.3f}, recall {s['recall']:.3f}")
         return "\n".join(lines)
 
 
@@ -128,6 +138,7 @@ def track_video(
     overwrite: bool = False,
     signature: Mapping[str, Any] | None = None,
     progress: bool = False,
+    truth: Sequence[FrameTracks] | None = None,
 ) -> TrackReport:
     """Track ``source`` into ``out``; rerun the same call to resume a run that was stopped.
 
@@ -136,7 +147,8 @@ def track_video(
     continue after the largest id written so far).
 
     Args:
-        tracker: a :class:`~ovperc.Tracker` (anything with ``track(frames, classes, tag_merge=)``).
+        tracker: a :class:`~ovperc.Tracker` (anything with ``track(frames, classes, tag_merge=,
+            first_id=)``).
         source: a video file or a folder of frames.
         out: the output folder (see :mod:`ovperc.video.output` for its layout).
         classes: what to track.
@@ -150,6 +162,8 @@ def track_video(
         signature: what else defines the run's output (models, thresholds); a resumed run
             must have the same.
         progress: show a progress bar.
+        truth: ground-truth tracks (e.g. :func:`~ovperc.video.metrics.read_mot`); the run's
+            tracks are scored against them on the frames tracked (``report.scores``).
 
     Raises:
         VideoError: the source cannot be read (before anything is written).
@@ -189,11 +203,17 @@ def track_video(
         try:
             if remaining is None or remaining > 0:
                 frames = FrameReader(source, stride=stride, start=begin, max_frames=remaining)
-                report.frames_this_run = _run(tracker, frames, output, ontology, tag_merge, report, progress,
+                report.frames_this_run = _run(tracker, frames, output, ontology, tag_merge, progress,
                                               info, begin, stride, remaining)
                 report.frames_skipped = frames.skipped
                 report.notes.extend(frames.messages)
             report.notes.extend(output.finalize())
+            if truth is not None and (Path(out) / COCO_NAME).is_file():
+                from ovperc.video.metrics import score_tracks
+
+                tracked = read_tracks(Path(out) / COCO_NAME)
+                indices = {t.index for t in tracked}
+                report.scores = score_tracks([t for t in truth if t.index in indices], tracked).to_dict()
         except KeyboardInterrupt:
             report.interrupted = True
         report.notes.extend(f"{path} is in the way (ovperc did not write it): left alone"
@@ -207,12 +227,16 @@ def track_video(
 
 
 def _run(tracker: Any, frames: FrameReader, output: TrackOutput, classes: ClassesLike | None, tag_merge: bool,
-         report: TrackReport, progress: bool, info: VideoInfo, begin: int, stride: int,
-         remaining: int | None) -> int:
+         progress: bool, info: VideoInfo, begin: int, stride: int, remaining: int | None) -> int:
+    """Track ``frames`` and write each chunk not finished yet; returns the frames tracked."""
     stash: dict[int, VideoFrame] = {}
 
     def kept() -> Iterator[VideoFrame]:
         for frame in frames:
+            if frame.size != info.size:  # a folder's odd frame: one bad frame never stops a run
+                frames.skip(f"frame {frame.index} skipped: {frame.size[0]}x{frame.size[1]} pixels, not the "
+                            f"{info.size[0]}x{info.size[1]} of the first frame")
+                continue
             stash[frame.index] = frame
             yield frame
 
@@ -226,7 +250,8 @@ def _run(tracker: Any, frames: FrameReader, output: TrackOutput, classes: Classe
     number = -1
     done = 0
     try:
-        for tracks in tracker.track(kept(), classes, tag_merge=tag_merge):
+        # a resumed run numbers its tracks after the ids already written: ids are never reused
+        for tracks in tracker.track(kept(), classes, tag_merge=tag_merge, first_id=output.id_offset + 1):
             frame = stash.pop(tracks.index)
             if output.chunk_of(frame.index) != number:
                 if chunk is not None:

@@ -171,13 +171,25 @@ class TrackAnnotator:
     """
 
     def __init__(self) -> None:
+        self._size: tuple[int, int] | None = None
+        self._annotators: tuple[Any, Any, Any] | None = None
+
+    def _for_size(self, size: tuple[int, int]) -> tuple[Any, Any, Any]:
+        """Mask, box and label annotators with lines and text sized for ``size`` frames."""
         import supervision as sv
 
-        lookup = sv.ColorLookup.TRACK
-        self._mask = sv.MaskAnnotator(opacity=0.45, color_lookup=lookup)
-        self._box = sv.BoxAnnotator(thickness=2, color_lookup=lookup)
-        self._label = sv.LabelAnnotator(text_scale=0.4, text_padding=3, color_lookup=lookup,
-                                        smart_position=True)
+        if self._annotators is None or self._size != size:
+            lookup = sv.ColorLookup.TRACK
+            thickness = sv.calculate_optimal_line_thickness(size)
+            scale = max(0.35, sv.calculate_optimal_text_scale(size))
+            self._annotators = (
+                sv.MaskAnnotator(opacity=0.45, color_lookup=lookup),
+                sv.BoxAnnotator(thickness=thickness, color_lookup=lookup),
+                sv.LabelAnnotator(text_scale=scale, text_thickness=max(1, thickness // 2),
+                                  text_padding=max(2, thickness), color_lookup=lookup, smart_position=True),
+            )
+            self._size = size
+        return self._annotators
 
     def draw(self, image: np.ndarray, tracks: FrameTracks) -> np.ndarray:
         """A new RGB frame with the tracks drawn on ``image`` (RGB ``uint8``)."""
@@ -186,11 +198,12 @@ class TrackAnnotator:
             return image.copy()
         det = _for_drawing(det)
         labels = [f"#{_track_id(det, i)} {name}" for i, name in enumerate(class_names_of(tracks))]
+        masks, boxes, texts = self._for_size((image.shape[1], image.shape[0]))
         canvas = np.ascontiguousarray(image[..., ::-1])  # supervision draws numpy images as BGR
         if det.mask is not None:
-            canvas = self._mask.annotate(canvas, det)
-        canvas = self._box.annotate(canvas, det)
-        canvas = self._label.annotate(canvas, det, labels=labels)
+            canvas = masks.annotate(canvas, det)
+        canvas = boxes.annotate(canvas, det)
+        canvas = texts.annotate(canvas, det, labels=labels)
         return np.ascontiguousarray(canvas[..., ::-1])
 
 

@@ -11,8 +11,8 @@ from ovperc.video.types import FrameTracks, VideoFrame
 
 
 class OracleTracker:
-    """Yields the clip's exact tracks for each frame it is given (ids start at 1 every call,
-    like a real tracker's)."""
+    """Yields the clip's exact tracks for each frame it is given, their ids shifted to start at
+    ``first_id`` like a real tracker's."""
 
     def __init__(self, clip: MovingClip, *, fail_at: int | None = None) -> None:
         self.clip = clip
@@ -22,8 +22,8 @@ class OracleTracker:
     def __repr__(self) -> str:
         return f"OracleTracker(seed={self.clip.seed})"
 
-    def track(self, frames: Iterable[VideoFrame], classes=None, *, tag_merge: bool = False
-              ) -> Iterator[FrameTracks]:
+    def track(self, frames: Iterable[VideoFrame], classes=None, *, tag_merge: bool = False,
+              first_id: int = 1) -> Iterator[FrameTracks]:
         first = None
         for position, frame in enumerate(frames):
             if first is None:
@@ -32,5 +32,6 @@ class OracleTracker:
             if self.fail_at is not None and frame.index == self.fail_at:
                 raise KeyboardInterrupt("stopped by the test")
             truth = self.clip.frame(frame.index).detections()
+            truth.tracker_id = truth.tracker_id + first_id - 1
             yield FrameTracks(frame.index, frame.timestamp, frame.size, truth, position % 4 == 0,
                               list(CLASSES))

@@ -52,3 +52,19 @@ def test_iou_distances_boxes_and_masks():
     a[0, :2] = True
     b = np.ones((1, 4, 4), bool)
     assert iou_distances(a, b, max_distance=1.0)[0, 0] == pytest.approx(0.5)
+
+
+def test_mot_files_read_back(tmp_path, small_clip):
+    from ovperc.video.metrics import read_mot
+    from ovperc.video.writers import mot_lines
+
+    truth = list(small_clip.ground_truth())
+    lines = [line for t in truth for line in mot_lines(t)]
+    lines.append("3,77,1,1,5,5,0,-1,-1,-1")  # a row MOT ground truth marks "not scored"
+    (tmp_path / "gt.txt").write_text("\n".join(lines) + "\n")
+    back = read_mot(tmp_path / "gt.txt")
+    assert [t.index for t in back] == [t.index for t in truth if len(t.detections)]
+    assert score_tracks(truth, back).mota == 1.0
+    (tmp_path / "bad.txt").write_text("1,2,3\n")
+    with pytest.raises(ValueError, match="bad.txt:1: not a MOT row"):
+        read_mot(tmp_path / "bad.txt")

@@ -88,3 +88,43 @@ def test_unopenable_stream():
 
 def test_natural_key():
     assert sorted(["b10", "b9", "a100", "B1"], key=natural_key) == ["a100", "B1", "b9", "b10"]
+
+
+def test_variable_frame_rate_keeps_the_containers_timestamps(tmp_path):
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / "vfr.mkv"
+    steps = [0, 1, 3, 4, 8, 9]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 10)
+        for i, pts in enumerate(steps):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 20 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 10)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    frames = list(read_frames(path))
+    assert [f.timestamp for f in frames] == pytest.approx([s / 10 for s in steps])
+    assert [f.index for f in frames] == list(range(len(steps)))
+
+
+def test_odd_sizes_and_fractional_rates_encode(tmp_path):
+    from ovperc.video.encode import VideoEncoder
+
+    images = [np.full((31, 45, 3), 40 * i, np.uint8) for i in range(5)]
+    with VideoEncoder(tmp_path / "odd.mp4", fps=29.97, size=(45, 31)) as video:
+        for image in images:
+            video.write(image)
+    info = probe_video(tmp_path / "odd.mp4")
+    assert info.size == (46, 32) and info.fps == pytest.approx(29.97, abs=0.01)  # padded to even
+    back = list(read_frames(tmp_path / "odd.mp4"))
+    assert len(back) == 5 and abs(int(back[3].image[:31, :45].mean()) - 120) < 4
+    with pytest.raises(ValueError, match="frame of 10x10 pixels"), \
+            VideoEncoder(tmp_path / "bad.mp4", fps=10, size=(45, 31)) as video:
+        video.write(np.zeros((10, 10, 3), np.uint8))
+    assert not (tmp_path / "bad.mp4").exists() and not list(tmp_path.glob(".bad.mp4*"))

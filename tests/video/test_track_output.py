@@ -49,6 +49,12 @@ def test_every_output_holds_the_tracks(tmp_path, small_clip, small_video):
     assert np.array_equal(coco.annToMask(annotations[0]).astype(bool),
                           frame.masks[list(frame.track_ids).index(annotations[0]["track_id"])])
     assert json.loads((out / "tracks.json").read_text())["videos"][0]["fps"] == 10.0
+    from ovperc.video.metrics import score_tracks
+    from ovperc.video.output import read_tracks
+
+    scores = score_tracks(small_clip.ground_truth(), read_tracks(out / "tracks.json"), masks=True,
+                          by_class=True)
+    assert (scores.mota, scores.idf1, scores.motp) == (1.0, 1.0, 1.0)
     # the annotated video: every frame, coloured where the shapes are
     from ovperc.video.reader import read_frames
 
@@ -175,3 +181,14 @@ def test_frame_records_round_trip_and_large_ids(small_clip):
 
     ids = np.asarray(Image.open(io.BytesIO(id_png(tracks))))
     assert ids.dtype == np.uint16 and set(np.unique(ids)) == {0, *det.tracker_id.tolist()}
+
+
+def test_a_frame_of_another_size_in_a_folder_is_skipped(tmp_path, small_clip):
+    from ovperc.shapes.motion import write_clip_frames
+
+    write_clip_frames(small_clip, tmp_path / "frames")
+    Image.new("RGB", (40, 30)).save(tmp_path / "frames" / "frame_000004.png")
+    report = _run(small_clip, tmp_path / "frames", tmp_path / "out", video=False)
+    assert report.frames_skipped == 1 and report.frames_done == len(small_clip) - 1
+    assert report.exit_code == 1 and any("frame 4 skipped: 40x30 pixels" in n for n in report.notes)
+    assert 5 not in {row[0] for row in _mot(tmp_path / "out" / "tracks.txt")}
