@@ -35,6 +35,7 @@ _LAZY = {
     "stages": "ovperc.stages",
     "ClassThresholds": "ovperc.thresholds",
     "read_thresholds": "ovperc.thresholds",
+    "Tracker": "ovperc.video.tracker",
 }
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "Perception",
     "Pipeline",
     "Tag",
+    "Tracker",
     "UnsupportedImageError",
     "__version__",
     "load_image",
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
     from ovperc.result import Perception
     from ovperc.thresholds import ClassThresholds, read_thresholds
     from ovperc.types import Tag
+    from ovperc.video.tracker import Tracker
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -117,27 +117,42 @@ def mask_polygons(mask: np.ndarray, approximation: float = 0.5) -> list[np.ndarr
     return sorted(polygons, key=lambda p: -len(p))
 
 
-def instance_ids(masks: np.ndarray, image_hw: tuple[int, int] | None = None) -> np.ndarray:
+def instance_ids(masks: np.ndarray, image_hw: tuple[int, int] | None = None, *,
+                 values: Sequence[int] | None = None) -> np.ndarray:
     """One array of instance ids: pixel value k is mask k (1-based), 0 none; where masks
-    overlap the later mask wins. ``uint8`` for up to 255 masks, ``uint16`` beyond.
+    overlap the later mask wins. ``uint8`` for values up to 255, ``uint16`` beyond.
+
+    Args:
+        masks: ``(N, H, W)`` bool masks.
+        image_hw: ``(height, width)`` (needed when there are no masks).
+        values: the pixel value of each mask instead of ``1..N`` (e.g. track ids, 1 to 65535).
 
     Example:
         >>> m = np.zeros((2, 2, 3), bool); m[0, :, :2] = True; m[1, :, 1:] = True
         >>> instance_ids(m)[0].tolist()
         [1, 2, 2]
+        >>> instance_ids(m, values=[7, 300])[0].tolist()
+        [7, 300, 300]
     """
     masks = np.asarray(masks, dtype=bool)
     shape = tuple(image_hw) if image_hw is not None else masks.shape[1:]
-    ids = np.zeros(shape, dtype=np.uint8 if len(masks) <= 255 else np.uint16)
-    for k in range(len(masks)):
-        ids[masks[k]] = k + 1
+    values = list(range(1, len(masks) + 1)) if values is None else [int(v) for v in values]
+    if len(values) != len(masks):
+        raise ValueError(f"{len(values)} values for {len(masks)} masks")
+    if values and not 1 <= min(values) <= max(values) <= 65535:
+        raise ValueError(f"mask values must be 1 to 65535, got {min(values)} to {max(values)}")
+    ids = np.zeros(shape, dtype=np.uint8 if max(values, default=0) <= 255 else np.uint16)
+    for k, value in enumerate(values):
+        ids[masks[k]] = value
     return ids
 
 
-def encode_instance_png(masks: np.ndarray, image_hw: tuple[int, int]) -> bytes:
-    """An instance-id PNG: 0 is background, k the k-th mask (later masks drawn on top).
+def encode_instance_png(masks: np.ndarray, image_hw: tuple[int, int], *,
+                        values: Sequence[int] | None = None) -> bytes:
+    """An instance-id PNG: 0 is background, k the k-th mask (later masks drawn on top), or
+    ``values[k-1]`` when ``values`` are given (see :func:`instance_ids`).
 
-    8-bit for up to 255 instances, 16-bit beyond.
+    8-bit for values up to 255, 16-bit beyond.
 
     Example:
         >>> png = encode_instance_png(np.ones((1, 4, 4), bool), (4, 4))
@@ -147,7 +162,7 @@ def encode_instance_png(masks: np.ndarray, image_hw: tuple[int, int]) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(instance_ids(masks, image_hw)).save(buffer, format="PNG")
+    Image.fromarray(instance_ids(masks, image_hw, values=values)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

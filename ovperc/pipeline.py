@@ -264,6 +264,22 @@ class Pipeline:
                                  errors="return" if skip_errors else "raise")
         return [r for r in results if not isinstance(r, ImageError)]  # run_batch logged skips
 
+    def track(self, frames: Iterable[Any], classes: ClassesLike | None = None, *, tag_merge: bool = False,
+              **options: Any) -> Iterator[Any]:
+        """Follow every object of ``classes`` through video frames, each under a stable id.
+
+        A thin entry to :class:`ovperc.Tracker` (``options`` are its arguments:
+        ``video_segmenter``, ``detect_every``, ``new_track_iou``, ``max_lost``, ...), yielding
+        one :class:`~ovperc.video.types.FrameTracks` per frame.
+
+        Example:
+            >>> for tracks in pipe.track(frames, "person, car", detect_every=5):  # doctest: +SKIP
+            ...     print(tracks.index, tracks.detections.tracker_id)
+        """
+        from ovperc.video.tracker import Tracker
+
+        return Tracker(self, **options).track(frames, classes, tag_merge=tag_merge)
+
     # ------------------------------------------------------------------ the chain
     def run_batch(
         self,

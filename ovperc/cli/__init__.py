@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 #: subcommand modules, in the order ``ovperc --help`` lists them (``import_``: ``ovperc import``).
-COMMANDS = ("label", "run", "segment", "evaluate", "tune", "export", "import_", "demo", "models")
+COMMANDS = ("label", "track", "run", "segment", "evaluate", "tune", "export", "import_", "demo", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

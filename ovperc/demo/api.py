@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 #: The ``run`` endpoint's inputs, in order.
 RUN_INPUTS = ("image", "classes", "tagging", "detect_tags", "segment", "classify", "clip_mode",
               "box_threshold", "text_threshold")
+#: the inputs of the Video tab's ``track`` endpoint, in order.
+TRACK_INPUTS = ("video", "classes")
+#: endpoint -> its inputs; the first input of each is an uploaded file.
+ENDPOINT_INPUTS = {"run": RUN_INPUTS, "track": TRACK_INPUTS}
 
 _UPLOAD_HOWTO = ("upload the file first (POST /gradio_api/upload) and pass "
                  '{"path": <the path it returns>, "meta": {"_type": "gradio.FileData"}}')
@@ -155,10 +159,11 @@ def demo_blocks(gr: Any) -> type:
             from gradio.utils import get_upload_folder
 
             try:
-                if block_fn.api_name == "run":
-                    if len(inputs) != len(RUN_INPUTS):
-                        raise RequestError(f"run takes {len(RUN_INPUTS)} inputs "
-                                           f"({', '.join(RUN_INPUTS)}); got {len(inputs)}.")
+                names = ENDPOINT_INPUTS.get(block_fn.api_name)
+                if names is not None:
+                    if len(inputs) != len(names):
+                        raise RequestError(f"{block_fn.api_name} takes {len(names)} inputs "
+                                           f"({', '.join(names)}); got {len(inputs)}.")
                     check_upload(inputs[0], get_upload_folder())
                 return await super().preprocess_data(block_fn, inputs, state, explicit_call)
             except gr.Error:
@@ -169,8 +174,9 @@ def demo_blocks(gr: Any) -> type:
                 # Gradio's refusals (a path outside its cache, a malformed file record) may
                 # name server folders: the client gets the gist, the log one line
                 message = f"The request's inputs were refused ({type(error).__name__})."
-                if block_fn.api_name == "run":
-                    message += f" To send an image, {_UPLOAD_HOWTO}."
+                if block_fn.api_name in ENDPOINT_INPUTS:
+                    what = "a video" if block_fn.api_name == "track" else "an image"
+                    message += f" To send {what}, {_UPLOAD_HOWTO}."
                 raise refuse(gr, message, detail=f"{type(error).__name__}: {error}") from None
 
     return DemoBlocks

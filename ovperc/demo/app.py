@@ -26,6 +26,7 @@ from ovperc.demo import api
 from ovperc.demo.core import DemoInputError, DemoLimits, DemoResult, DemoRunner, RunOptions
 from ovperc.demo.guide import DemoGuide, guide_for
 from ovperc.demo.render import TABLE_HEADERS, annotate, detections_table, tag_scores
+from ovperc.demo.video import VideoDemo, VideoLimits, add_video_tab
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -85,6 +86,7 @@ def build_app(
     limits: DemoLimits | None = None,
     workdir: str | os.PathLike | None = None,
     guide: DemoGuide | None = None,
+    video_limits: VideoLimits | None = None,
 ) -> gr.Blocks:
     """Build the demo page for a pipeline; its models load once and serve every request.
 
@@ -100,6 +102,8 @@ def build_app(
             only the result files the demo wrote are ever removed.
         guide: what the page suggests and says the models know; by default chosen from
             the pipeline's models (:func:`~ovperc.demo.guide.guide_for`).
+        video_limits: what the Video tab accepts (:class:`~ovperc.demo.video.VideoLimits`);
+            the tab is there when the pipeline has a detector and a segmenter.
 
     Returns:
         The ``gradio.Blocks`` app (queue configured), ready for ``launch()`` or
@@ -120,70 +124,76 @@ def build_app(
     folder = Path(tempfile.mkdtemp(prefix="ovperc-demo-")) if owned else Path(workdir)
     guide = guide or guide_for(pipeline)
     runner = DemoRunner(pipeline, workdir=folder, limits=limits, guide=guide, owns_workdir=owned)
+    video = VideoDemo(runner, video_limits)
 
     with api.demo_blocks(gr)(title="ovperc demo", analytics_enabled=False) as app:
         gr.Markdown(INTRO, elem_id="intro")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=5):
-                image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"],
-                                 elem_id="input-image", height=340, buttons=["fullscreen"])
-                classes = gr.Textbox(
-                    label="Classes", lines=2, elem_id="classes",
-                    placeholder=guide.placeholder, info=_classes_info(runner))
-                gr.Markdown(f"**{guide.note}**" if guide.note else "", elem_id="models-note",
-                            visible=bool(guide.note))
-                with gr.Accordion("Stages and thresholds", open=True):
-                    with gr.Row():
-                        tagging = gr.Checkbox(label="Tagging", value=True, elem_id="tagging",
-                                              visible=runner.has_tagger)
-                        detect_tags = gr.Checkbox(
-                            label="Also detect the tags", value=False, elem_id="detect-tags",
-                            visible=runner.has_tagger and runner.has_detector)
-                        segment = gr.Checkbox(label="Segmentation (SAM)", value=True,
-                                              elem_id="segment", visible=runner.has_segmenter)
-                        classify = gr.Checkbox(label="CLIP classification", value=True,
-                                               elem_id="classify", visible=runner.has_classifier)
-                    clip_mode = gr.Radio(
-                        choices=list(runner.clip_modes), value=runner.clip_mode,
-                        label="CLIP mode", elem_id="clip-mode",
-                        info="rescore: fuse CLIP's score into the box score; relabel: take "
-                             "CLIP's class; reject: drop boxes CLIP does not recognise",
-                        visible=runner.has_classifier and bool(runner.clip_modes))
-                    box_threshold = gr.Slider(
-                        minimum=runner.box_threshold, maximum=1.0, step=0.01,
-                        value=runner.box_threshold, label="Box threshold",
-                        info="keep boxes whose detector score is at least this",
-                        elem_id="box-threshold", visible=runner.has_detector)
-                    text_threshold = gr.Slider(
-                        minimum=runner.text_threshold or 0.0, maximum=1.0, step=0.01,
-                        value=runner.text_threshold or 0.0, label="Text threshold",
-                        info="keep boxes whose class words score at least this",
-                        elem_id="text-threshold", visible=runner.text_threshold is not None)
-                run = gr.Button("Run", variant="primary", elem_id="run")
-                rows = _example_rows(examples, guide.example_classes)
-                if rows:
-                    gr.Examples(examples=rows, inputs=[image, classes], label="Examples")
-            with gr.Column(scale=6):
-                status = gr.Markdown("Results appear here.", elem_id="status")
-                annotated = gr.Image(label="Result", type="numpy", interactive=False,
-                                     elem_id="annotated", height=400, format="png",
-                                     buttons=IMAGE_BUTTONS)
-                tags = gr.Label(label="Tags", num_top_classes=10, elem_id="tags",
-                                visible=runner.has_tagger)
-        table = gr.Dataframe(headers=TABLE_HEADERS, label="Detections", interactive=False,
-                             elem_id="detections", wrap=True)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3):
-                result_json = gr.JSON(label="Result (Perception.to_dict())", open=True,
-                                      elem_id="result-json", max_height=420)
-            with gr.Column(scale=1, min_width=200):
-                json_file = gr.DownloadButton("Download JSON", interactive=False,
-                                              elem_id="download-json")
-                mask_file = gr.DownloadButton(
-                    "Download mask PNG", interactive=False, elem_id="download-mask",
-                    visible=runner.has_segmenter)
-                gr.Markdown("The mask PNG holds instance ids: pixel value *k* is row *k* "
-                            "of the table, 0 is background.", visible=runner.has_segmenter)
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("Image", id="image-tab", elem_id="image-tab"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=5):
+                        image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"],
+                                         elem_id="input-image", height=340, buttons=["fullscreen"])
+                        classes = gr.Textbox(
+                            label="Classes", lines=2, elem_id="classes",
+                            placeholder=guide.placeholder, info=_classes_info(runner))
+                        gr.Markdown(f"**{guide.note}**" if guide.note else "", elem_id="models-note",
+                                    visible=bool(guide.note))
+                        with gr.Accordion("Stages and thresholds", open=True):
+                            with gr.Row():
+                                tagging = gr.Checkbox(label="Tagging", value=True, elem_id="tagging",
+                                                      visible=runner.has_tagger)
+                                detect_tags = gr.Checkbox(
+                                    label="Also detect the tags", value=False, elem_id="detect-tags",
+                                    visible=runner.has_tagger and runner.has_detector)
+                                segment = gr.Checkbox(label="Segmentation (SAM)", value=True,
+                                                      elem_id="segment", visible=runner.has_segmenter)
+                                classify = gr.Checkbox(label="CLIP classification", value=True,
+                                                       elem_id="classify", visible=runner.has_classifier)
+                            clip_mode = gr.Radio(
+                                choices=list(runner.clip_modes), value=runner.clip_mode,
+                                label="CLIP mode", elem_id="clip-mode",
+                                info="rescore: fuse CLIP's score into the box score; relabel: take "
+                                     "CLIP's class; reject: drop boxes CLIP does not recognise",
+                                visible=runner.has_classifier and bool(runner.clip_modes))
+                            box_threshold = gr.Slider(
+                                minimum=runner.box_threshold, maximum=1.0, step=0.01,
+                                value=runner.box_threshold, label="Box threshold",
+                                info="keep boxes whose detector score is at least this",
+                                elem_id="box-threshold", visible=runner.has_detector)
+                            text_threshold = gr.Slider(
+                                minimum=runner.text_threshold or 0.0, maximum=1.0, step=0.01,
+                                value=runner.text_threshold or 0.0, label="Text threshold",
+                                info="keep boxes whose class words score at least this",
+                                elem_id="text-threshold", visible=runner.text_threshold is not None)
+                        run = gr.Button("Run", variant="primary", elem_id="run")
+                        rows = _example_rows(examples, guide.example_classes)
+                        if rows:
+                            gr.Examples(examples=rows, inputs=[image, classes], label="Examples")
+                    with gr.Column(scale=6):
+                        status = gr.Markdown("Results appear here.", elem_id="status")
+                        annotated = gr.Image(label="Result", type="numpy", interactive=False,
+                                             elem_id="annotated", height=400, format="png",
+                                             buttons=IMAGE_BUTTONS)
+                        tags = gr.Label(label="Tags", num_top_classes=10, elem_id="tags",
+                                        visible=runner.has_tagger)
+                table = gr.Dataframe(headers=TABLE_HEADERS, label="Detections", interactive=False,
+                                     elem_id="detections", wrap=True)
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        result_json = gr.JSON(label="Result (Perception.to_dict())", open=True,
+                                              elem_id="result-json", max_height=420)
+                    with gr.Column(scale=1, min_width=200):
+                        json_file = gr.DownloadButton("Download JSON", interactive=False,
+                                                      elem_id="download-json")
+                        mask_file = gr.DownloadButton(
+                            "Download mask PNG", interactive=False, elem_id="download-mask",
+                            visible=runner.has_segmenter)
+                        gr.Markdown("The mask PNG holds instance ids: pixel value *k* is row *k* "
+                                    "of the table, 0 is background.", visible=runner.has_segmenter)
+            if video.available:
+                add_video_tab(gr, video, concurrency_limit=concurrency_limit,
+                              placeholder=guide.placeholder)
 
         def on_run(upload: Any, text: Any, use_tagger: Any, merge: Any, use_sam: Any,
                    use_clip: Any, mode: Any, box: Any, text_min: Any) -> tuple:
@@ -228,6 +238,7 @@ def build_app(
 
     app.queue(default_concurrency_limit=concurrency_limit, max_size=queue_size)
     app.ovperc_runner = runner  # for tests and embedding: the runner behind the page
+    app.ovperc_video = video
     app.ovperc_guide = guide
     if owned:
         weakref.finalize(app, shutil.rmtree, str(folder), True)

@@ -477,6 +477,19 @@ class DemoRunner:
             self._written.append(mask_path)
         return json_path, mask_path
 
+    def result_paths(self, *names: str) -> list[Path]:
+        """Paths in the work folder for new result files, recorded as this runner's (so they
+        are removed, like the others, once older than ``keep_seconds``); old files go first.
+
+        Example:
+            >>> runner.result_paths("clip-3f2a9c1e-tracked.mp4")  # doctest: +SKIP
+            [PosixPath('/tmp/ovperc-demo-x1/clip-3f2a9c1e-tracked.mp4')]
+        """
+        self._remove_old_files()
+        paths = [self.workdir / name for name in names]
+        self._written.extend(paths)
+        return paths
+
     def _remove_old_files(self) -> None:
         """Result files past ``keep_seconds`` go: any in the demo's own folder, only this
         runner's in a folder someone else gave."""

@@ -382,8 +382,8 @@ def check_empty(root: Path) -> None:
     """
     if read_stored(root) is None and root.is_dir() and any(p.name != STATE_DIR for p in root.iterdir()):
         raise ManifestMismatchError(
-            f"{root} is not empty and holds no ovperc manifest, so it was not written by "
-            "`ovperc label`; choose an empty or new --out folder, or pass --overwrite to "
+            f"{root} is not empty and holds no ovperc manifest, so no ovperc run wrote it; "
+            "choose an empty or new --out folder, or pass --overwrite to "
             "write into it anyway (files ovperc did not write are never touched)"
         )
 
@@ -477,7 +477,7 @@ def _mismatch_message(root: Path, stored: Mapping[str, Any], wanted: Mapping[str
     changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
     details = "; ".join(f"{k}: was {stored.get(k)!r}, now {wanted.get(k)!r}" for k in changed)
     return (
-        f"{root} holds a labelling run with other settings ({details}). Rerun with the same "
+        f"{root} holds an ovperc run with other settings ({details}). Rerun with the same "
         "settings to resume it, choose another --out folder, or pass --overwrite to discard "
         "it and start over"
     )
