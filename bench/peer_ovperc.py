@@ -98,16 +98,18 @@ def report(files: list[Path]) -> list[dict[str, Any]]:
     records = [r for f in files for r in json.loads(Path(f).read_text())["records"]]
     ks = sorted({r["k"] for r in records})
     columns = [("peer", "vit_h"), ("ovperc", "vit_h"), ("ovperc", "vit_b")]
-    print("seconds per image (mean over images), wall / cpu; boxes per image")
-    print(f"{'K':>3} | " + " | ".join(f"{side} {sam:<5} {'wall':>7} {'cpu':>7} {'boxes':>5}"
-                                       for side, sam in columns))
+    names = {("peer", "vit_h"): "peer GD-T + SAM-H", ("ovperc", "vit_h"): "ovperc GD-T + SAM-H",
+             ("ovperc", "vit_b"): "ovperc GD-T + SAM-B"}
+    print("seconds per image (mean over images): wall, cpu (this process, all threads); boxes to SAM")
+    print(f"{'':>3} | " + " | ".join(f"{names[c]:<21}" for c in columns))
+    print(f"{'K':>3} | " + " | ".join(f"{'wall':>7} {'cpu':>7} {'boxes':>5}" for _ in columns))
     rows = []
     for k in ks:
         cells = {c: {key: _mean(records, *c, k, key) for key in ("wall_s", "cpu_s", "boxes")}
                  for c in columns}
         print(f"{k:>3} | " + " | ".join(
-            f"{side} {sam:<5} {_fmt(cells[(side, sam)]['wall_s'])} {_fmt(cells[(side, sam)]['cpu_s'])} "
-            f"{_fmt(cells[(side, sam)]['boxes'], 5, 0)}" for side, sam in columns))
+            f"{_fmt(cells[c]['wall_s'])} {_fmt(cells[c]['cpu_s'])} {_fmt(cells[c]['boxes'], 5, 0)}"
+            for c in columns))
         rows.append({"k": k, **{f"{s}_{m}": v for (s, m), v in cells.items()}})
     print("RATIO peer (GD-T + SAM-H) / ovperc, seconds per image, wall (cpu):")
     for row in rows:
