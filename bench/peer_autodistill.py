@@ -152,7 +152,10 @@ def time_peer(images: list[str], ks: list[int], classes: list[str], boxes_per_cl
     predictor.set_image = probe.wrap("sam_embed", predictor.set_image)
     predictor.predict = probe.wrap("sam_decode", predictor.predict)
 
-    records = []
+    versions = {name: version(name) for name in (
+        "autodistill-grounded-sam", "autodistill", "rf-groundingdino", "rf-segment-anything",
+        "torch", "transformers", "supervision")}
+    records: list[dict] = []
     for k in ks:
         model.ontology = ontology(k)
         for index, path in enumerate(images):
@@ -171,11 +174,9 @@ def time_peer(images: list[str], ks: list[int], classes: list[str], boxes_per_cl
                   f"sam_decodes={probe.calls.get('sam_decode', 0)} "
                   f"sam_decode={probe.seconds.get('sam_decode', 0):.1f}s "
                   f"load={os.getloadavg()[0]:.1f}", flush=True)
-    versions = {name: version(name) for name in (
-        "autodistill-grounded-sam", "autodistill", "rf-groundingdino", "rf-segment-anything",
-        "torch", "transformers", "supervision")}
-    out.write_text(json.dumps({"versions": versions, "threads": threads, "load_s": load_s,
-                               "records": records}, indent=2))
+            # after every image: an interrupted run keeps what it measured
+            out.write_text(json.dumps({"versions": versions, "threads": threads, "load_s": load_s,
+                                       "records": records}, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -83,9 +83,10 @@ def time_ovperc(paths: dict[str, Any], ks: list[int], sams: list[str], boxes_per
                       f"boxes={len(result.detections)} detect={result.timings.get('detect', 0):.1f}s "
                       f"segment={result.timings.get('segment', 0):.1f}s load={os.getloadavg()[0]:.1f}",
                       flush=True)
+                # after every image: an interrupted run keeps what it measured
+                out.write_text(json.dumps({"threads": threads, "torch": torch.__version__,
+                                           "records": records}, indent=2))
         del pipe, segmenter
-    out.write_text(json.dumps({"threads": threads, "torch": torch.__version__,
-                               "records": records}, indent=2))
 
 
 def _mean(records: list[dict[str, Any]], side: str, sam: str, k: int, key: str) -> float | None:
