@@ -122,7 +122,7 @@ def report(files: list[Path]) -> list[dict[str, Any]]:
             if peer["wall_s"] and ours["wall_s"]:
                 parts.append(f"{label}: {peer['wall_s'] / ours['wall_s']:.1f}x "
                              f"({peer['cpu_s'] / ours['cpu_s']:.1f}x)")
-        print(f"  K={row['k']:>2}: " + "; ".join(parts))
+        print(f"  K={row['k']:>2}: " + ("; ".join(parts) or "not measured on both sides"))
     return rows
 
 
