@@ -46,7 +46,9 @@ field() {  # field FILE KEY: a value of a JSON file (lists joined by the third a
 v = json.load(open(sys.argv[1]))[sys.argv[2]]
 print(sys.argv[3].join(v) if isinstance(v, list) else v)' "$1" "$2" "${3:- }"
 }
-quiet() { grep --line-buffered -v -i -E 'warning|warn\(|Loading weights|^\s*$' || true; }
+quiet() {  # library notices (deprecations, progress bars), not results
+  grep --line-buffered -v -i -E 'warning|warn\(|deprecat|use_reentrant|requires_grad|meshgrid|Loading weights|^\s*$' || true
+}
 
 setup() {
   if [[ ! -f "$STAMP" ]]; then
