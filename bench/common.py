@@ -368,3 +368,34 @@ def setup_torch(threads: int) -> None:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
+
+
+# ---------------------------------------------------------------------- fixed box counts
+class TopBoxes:
+    """A detector wrapper that keeps a fixed number of the most confident boxes per image.
+
+    Random weights give confidences that mean nothing, so no threshold can fix how many
+    boxes reach the segmenter; benchmarks that must compare equal work keep the top ones.
+    ``per_class`` keeps ``per_class x (prompts of the image)``, else ``per_image`` boxes.
+
+    Example:
+        >>> TopBoxes(object(), per_image=20).count(["person", "car"])
+        20
+        >>> TopBoxes(object(), per_class=2).count(["person", "car"])
+        4
+    """
+
+    def __init__(self, detector: object, *, per_class: int = 0, per_image: int = 0) -> None:
+        if (per_class > 0) == (per_image > 0):
+            raise ValueError(f"give one of per_class, per_image (got {per_class}, {per_image})")
+        self.detector, self.per_class, self.per_image = detector, per_class, per_image
+
+    def count(self, prompts: list[str]) -> int:
+        """How many boxes an image with these prompts keeps."""
+        return self.per_class * len(prompts) if self.per_class else self.per_image
+
+    def detect(self, images: list[np.ndarray], prompts: list[list[str]]) -> list[object]:
+        """The wrapped detector's boxes, the most confident :meth:`count` of each image."""
+        found = self.detector.detect(images, prompts)
+        return [d[np.argsort(-d.confidence, kind="stable")[: self.count(p)]]
+                for d, p in zip(found, prompts)]

@@ -384,11 +384,17 @@ class ClipModel:
         )
 
     def _input_dtype(self) -> torch.dtype:
+        """The dtype of the image tower's first convolution or linear layer (its input's).
+
+        open_clip's half precision casts only the convolutions, linear layers and
+        projections; embeddings such as ``class_embedding`` stay float32, so the first
+        parameter does not tell what the pixels must be.
+        """
         import torch
 
-        for param in self.model.visual.parameters():
-            if param.dtype in (torch.float16, torch.bfloat16, torch.float32):
-                return param.dtype
+        for module in self.model.visual.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                return module.weight.dtype
         return torch.float32
 
     def __repr__(self) -> str:
