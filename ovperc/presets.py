@@ -40,9 +40,9 @@ PRESETS: dict[str, dict[str, str]] = {
     # SAM 3 finds and segments every class itself (no segmenter runs); add a tagger or a
     # CLIP classifier by naming their models. Gated weights (SAM License), see catalog.py.
     "sam3": {"detector": "sam3"},
-    # Fast on a CPU (bench/bench_fast.py, bench/RESULTS.md "Fast on a CPU"): the same CLIP
-    # with int8 linear layers, a detector and a segmenter chosen by measured seconds per
-    # image; see PRESET_OPTIONS for the rest.
+    # Fast on a CPU (bench/bench_fast.py, bench/RESULTS.md "Fast on a CPU"): the same CLIP,
+    # a detector and a segmenter chosen by measured seconds per image, int8 where it paid
+    # (PRESET_OPTIONS).
     "fast": {
         "tagger": DEFAULT_MODELS["tagger"],
         "detector": FAST_DETECTOR,
@@ -65,8 +65,9 @@ PACKAGE_DATA = "ovperc-data:"
 #: preset name -> role -> keyword arguments for that role's stage, used while the role keeps
 #: the preset's own model (options given by the caller win).
 PRESET_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
-    # int8 applies on the CPU only: on another device build_preset leaves it out.
-    "fast": {role: {"quantize": "int8"} for role in ("tagger", "detector", "segmenter", "classifier")},
+    # int8 where it paid on the CPU (bench/RESULTS.md "Fast on a CPU": CLIP 0.73x, OmDet-Turbo
+    # 0.74x CPU time; EdgeTAM 0.97x, kept float32). On another device build_preset leaves it out.
+    "fast": {role: {"quantize": "int8"} for role in ("tagger", "detector", "classifier")},
     "shapes-tiny": {
         "tagger": {"vocabulary": "ovperc-data:shapes-tiny/tags.txt", "threshold": 0.1, "top_k": 4},
         "detector": {"box_threshold": 0.3, "text_threshold": 0.25},

@@ -103,7 +103,11 @@ def quantize_linear(
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao.*")
         warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*")
         warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+        try:
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+        except ImportError as error:  # torch moved eager-mode quantization to torchao
+            raise RuntimeError(f"quantize={quantize!r} needs torch.ao.quantization.quantize_dynamic, "
+                               f"which this torch {torch.__version__} lacks; use quantize=None") from error
 
         spec: dict[Any, Any] = {torch.nn.Linear: per_channel_dynamic_qconfig}
         kept = set(keep_float)
