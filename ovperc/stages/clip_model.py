@@ -474,9 +474,10 @@ def resolve_clip(
         'ViT-B-32:laion2b_s34b_b79k'
     """
     if isinstance(model, ClipModel):
-        if check_quantize(quantize) not in (None, model.quantize):
+        own = getattr(model, "quantize", None)  # subclasses may skip __init__
+        if check_quantize(quantize) not in (None, own):
             raise ValueError(f"quantize={quantize!r} given with a ClipModel built with "
-                             f"quantize={model.quantize!r}; build the ClipModel with it instead")
+                             f"quantize={own!r}; build the ClipModel with it instead")
         return model
     if isinstance(model, str):
         return ClipModel(model, device=device, dtype=dtype, quantize=quantize)
