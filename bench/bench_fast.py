@@ -198,7 +198,7 @@ def part_stages(args: argparse.Namespace, paths: dict[str, Path], image: np.ndar
     return rows
 
 
-def _preset_chain(name: str, paths: dict[str, Path], models: dict[str, str], cache: str) -> Any:
+def _preset_chain(name: str, models: dict[str, str], cache: str) -> Any:
     from ovperc import Pipeline
     from ovperc.presets import PRESET_OPTIONS
 
@@ -218,7 +218,6 @@ def part_chain(args: argparse.Namespace, paths: dict[str, Path], image: np.ndarr
     from ovperc.presets import PRESETS
 
     print(f"\n## chain: tag + detect + segment + classify ({uptime()})")
-    fast = PRESETS["fast"]
     random_for = {  # the preset's model -> the random model of the same architecture
         "ViT-B-32:laion2b_s34b_b79k": str(paths["clip"]), "clip-vit-b-32": str(paths["clip"]),
         "IDEA-Research/grounding-dino-tiny": str(paths["gdino"]), "gdino-tiny": str(paths["gdino"]),
@@ -228,9 +227,8 @@ def part_chain(args: argparse.Namespace, paths: dict[str, Path], image: np.ndarr
     cache = tempfile.mkdtemp(prefix="ovperc-bench-tags-")
     chains = {}
     for name in ("default", "fast"):
-        preset = PRESETS[name] if name != "fast" else fast
-        models = {role: random_for[model] for role, model in preset.items()}
-        pipe = _preset_chain(name, paths, models, cache)
+        models = {role: random_for[model] for role, model in PRESETS[name].items()}
+        pipe = _preset_chain(name, models, cache)
         if name == "default":
             pipe.segmenter.variant = "vit_b"
         pipe.tagger.text_embeddings()

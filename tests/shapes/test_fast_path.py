@@ -1,7 +1,7 @@
 """The fast path's int8 transformation on the trained ``shapes-tiny`` chain: what it costs.
 
-Every stage of the chain with ``quantize="int8"`` (what the ``fast`` preset does to the
-models it keeps) against the exact chain on the same held-out scenes: box mAP@0.5 within
+Every stage of the chain with ``quantize="int8"`` (the ``fast`` preset runs its CLIP and its
+detector that way) against the exact chain on the same held-out scenes: box mAP@0.5 within
 0.02, and the same boxes and masks (box IoU >= 0.5 matches, mask IoU of the matched pairs).
 """
 
