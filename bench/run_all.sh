@@ -23,6 +23,7 @@ run detector bench/bench_detector.py --repeats "$REPEATS"
 run backends bench/bench_backends.py --repeats "$REPEATS"
 run sam bench/bench_sam.py --repeats "$REPEATS" --flops
 run clip bench/bench_clip.py --repeats "$REPEATS"
+run fast bench/bench_fast.py --repeats "$REPEATS" --threads 2
 run tagger bench/bench_tagger.py --repeats "$REPEATS"
 run label bench/bench_label.py --repeats "$REPEATS"
 run memory bench/bench_memory.py --images "$MEMORY_IMAGES"

@@ -21,6 +21,10 @@ DEFAULT_MODELS: dict[str, str] = {
     "classifier": "ViT-B-32:laion2b_s34b_b79k",
 }
 
+#: The ``fast`` preset's detector and segmenter (registry short names).
+FAST_DETECTOR = "omdet-turbo"
+FAST_SEGMENTER = "edgetam"
+
 #: preset name -> role -> default model (roles absent from a preset do not run).
 PRESETS: dict[str, dict[str, str]] = {
     "default": dict(DEFAULT_MODELS),
@@ -36,6 +40,15 @@ PRESETS: dict[str, dict[str, str]] = {
     # SAM 3 finds and segments every class itself (no segmenter runs); add a tagger or a
     # CLIP classifier by naming their models. Gated weights (SAM License), see catalog.py.
     "sam3": {"detector": "sam3"},
+    # Fast on a CPU (bench/bench_fast.py, bench/RESULTS.md "Fast on a CPU"): the same CLIP,
+    # a detector and a segmenter chosen by measured seconds per image, int8 where it paid
+    # (PRESET_OPTIONS).
+    "fast": {
+        "tagger": DEFAULT_MODELS["tagger"],
+        "detector": FAST_DETECTOR,
+        "segmenter": FAST_SEGMENTER,
+        "classifier": DEFAULT_MODELS["classifier"],
+    },
     # Toy models trained on the synthetic shapes world (ovperc.shapes, train/shapes.py):
     # shipped with the package for offline use and tests, useless on real photos.
     "shapes-tiny": {
@@ -52,6 +65,9 @@ PACKAGE_DATA = "ovperc-data:"
 #: preset name -> role -> keyword arguments for that role's stage, used while the role keeps
 #: the preset's own model (options given by the caller win).
 PRESET_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
+    # int8 where it paid on the CPU (bench/RESULTS.md "Fast on a CPU": CLIP 0.73x, OmDet-Turbo
+    # 0.74x CPU time; EdgeTAM 0.97x, kept float32). On another device build_preset leaves it out.
+    "fast": {role: {"quantize": "int8"} for role in ("tagger", "detector", "classifier")},
     "shapes-tiny": {
         "tagger": {"vocabulary": "ovperc-data:shapes-tiny/tags.txt", "threshold": 0.1, "top_k": 4},
         "detector": {"box_threshold": 0.3, "text_threshold": 0.25},
@@ -131,7 +147,8 @@ def build_preset(
     classifier name the same CLIP model they share one loaded copy. A tagger named
     ``ram_plus`` / ``ram`` (or a RAM checkpoint path) is the native RAM tagger. Models and
     option values named ``ovperc-data:...`` are files shipped with the package; a role
-    that keeps the preset's model also gets the preset's options (:data:`PRESET_OPTIONS`).
+    that keeps the preset's model also gets the preset's options (:data:`PRESET_OPTIONS`),
+    except a preset's ``quantize`` when the device is not the CPU (int8 runs there only).
 
     Example:
         >>> sorted(build_preset("detect", device="cpu", dtype="float32", models={}, options={}))
@@ -149,6 +166,8 @@ def build_preset(
     role_options: dict[str, dict[str, Any]] = {}
     for role, model in chosen.items():
         own = PRESET_OPTIONS.get(name, {}).get(role, {}) if model == PRESETS[name].get(role) else {}
+        if "quantize" in own and not _on_cpu(device):
+            own = {key: value for key, value in own.items() if key != "quantize"}
         merged = {**own, **options.get(role, {})}
         role_options[role] = {key: resolve_packaged(value) for key, value in merged.items()}
         chosen[role] = resolve_packaged(model)
@@ -156,15 +175,23 @@ def build_preset(
         chosen[role] = _clip_spec(role, chosen[role]) if role in chosen else None
     chosen = {role: model for role, model in chosen.items() if model is not None}
     stages: dict[str, Any] = {}
-    shared_clip = _shared_clip(chosen, device, dtype)
+    shared_clip = _shared_clip(chosen, device, dtype, role_options)
     for role, model in chosen.items():
         if not isinstance(model, str):
             stages[role] = model  # a ready stage object
             continue
+        options = role_options[role]
         if shared_clip is not None and role in ("tagger", "classifier"):
             model = shared_clip
-        stages[role] = _build(role, model, device, dtype, role_options[role])
+            options = {k: v for k, v in options.items() if k != "quantize"}  # the shared model's
+        stages[role] = _build(role, model, device, dtype, options)
     return stages
+
+
+def _on_cpu(device: str) -> bool:
+    from ovperc.device import resolve_device
+
+    return resolve_device(device).type == "cpu"
 
 
 def _clip_spec(role: str, model: Any) -> Any:
@@ -177,10 +204,14 @@ def _clip_spec(role: str, model: Any) -> Any:
     return model
 
 
-def _shared_clip(chosen: dict[str, Any], device: str, dtype: str) -> Any:
+def _shared_clip(chosen: dict[str, Any], device: str, dtype: str,
+                 options: dict[str, dict[str, Any]]) -> Any:
+    """One CLIP model for the tagger and the classifier when they name the same one with the
+    same ``quantize`` option; ``None`` otherwise (each then loads its own)."""
     tagger, classifier = chosen.get("tagger"), chosen.get("classifier")
-    if isinstance(tagger, str) and tagger == classifier:
+    quantize = {options.get(role, {}).get("quantize") for role in ("tagger", "classifier")}
+    if isinstance(tagger, str) and tagger == classifier and len(quantize) == 1:
         from ovperc.stages.clip_model import ClipModel
 
-        return ClipModel(tagger, device=device, dtype=dtype)
+        return ClipModel(tagger, device=device, dtype=dtype, quantize=quantize.pop())
     return None

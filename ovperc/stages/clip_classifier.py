@@ -75,6 +75,8 @@ class ClipClassifier:
             on each side (default 0.1).
         batch_size: crops per image-encoder pass (default 64).
         cache_size: class text embeddings kept in memory (default 4096).
+        quantize: ``"int8"``: CLIP's image tower as dynamic int8, CPU only (see
+            :class:`~ovperc.stages.clip_model.ClipModel`); a given ``ClipModel`` keeps its own.
 
     Example:
         >>> clf = ClipClassifier(mode="relabel")  # doctest: +SKIP
@@ -96,6 +98,7 @@ class ClipClassifier:
         padding: float = 0.1,
         batch_size: int = 64,
         cache_size: int = 4096,
+        quantize: str | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -109,7 +112,7 @@ class ClipClassifier:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(negatives, str):
             raise TypeError(f"negatives must be a list of prompts, got the string {negatives!r}")
-        self.clip = resolve_clip(model, device=device, dtype=dtype)
+        self.clip = resolve_clip(model, device=device, dtype=dtype, quantize=quantize)
         self.mode: ClassifyMode = mode
         self.templates = resolve_templates(templates, default="simple")
         self.negatives = tuple(" ".join(str(n).split()) for n in negatives if str(n).strip())

@@ -26,6 +26,7 @@ from ovperc.stages.clip_spec import (  # noqa: F401  (re-exported)
     _file_identity,
     parse_spec,
 )
+from ovperc.stages.quantize import check_quantize, quantize_linear
 
 if TYPE_CHECKING:
     import torch
@@ -50,6 +51,9 @@ class ClipModel:
         device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:1``, ...
         dtype: ``float32`` (default), ``float16`` or ``bfloat16`` (GPU only).
         batch_size: images or texts per forward pass.
+        quantize: ``"int8"``: the image tower's linear layers as dynamic int8, CPU only
+            (:mod:`ovperc.stages.quantize`); the text tower stays float32, so cached text
+            embeddings stay valid. Default ``None``, the float model.
 
     Raises:
         ValueError: the spec is malformed (checked at construction, without loading).
@@ -67,6 +71,7 @@ class ClipModel:
         device: str = "auto",
         dtype: str = "float32",
         batch_size: int = 64,
+        quantize: str | None = None,
     ) -> None:
         if dtype not in _PRECISION:
             raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_PRECISION)}")
@@ -77,6 +82,7 @@ class ClipModel:
         self.device_name = device
         self.dtype_name = dtype
         self.batch_size = batch_size
+        self.quantize = check_quantize(quantize, dtype=dtype)
         self._lock = threading.Lock()
         self._model: Any = None
         self._preprocess: Callable[[Image.Image], torch.Tensor] | None = None
@@ -112,6 +118,7 @@ class ClipModel:
         self.device_name = "given"
         self.dtype_name = "given"
         self.batch_size = batch_size
+        self.quantize = None
         self._lock = threading.Lock()
         self._model = model.eval()
         self._preprocess = preprocess
@@ -175,6 +182,7 @@ class ClipModel:
             )
         except (RuntimeError, OSError) as error:
             raise self._unavailable(error) from error
+        quantize_linear(model.visual, check_quantize(self.quantize, device=device, dtype=self.dtype_name))
         self._model = model.eval()
         self._preprocess = preprocess
         self._tokenizer = open_clip.get_tokenizer(source.name)
@@ -458,18 +466,27 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 
 def resolve_clip(
-    model: str | ClipModel, *, device: str = "auto", dtype: str = "float32"
+    model: str | ClipModel, *, device: str = "auto", dtype: str = "float32",
+    quantize: str | None = None,
 ) -> ClipModel:
     """A :class:`ClipModel` for a spec string, or the given one unchanged.
+
+    Raises:
+        ValueError: ``quantize`` given with a ready :class:`ClipModel` that was built
+            with another ``quantize``.
 
     Example:
         >>> resolve_clip("ViT-B-32:laion2b_s34b_b79k").spec
         'ViT-B-32:laion2b_s34b_b79k'
     """
     if isinstance(model, ClipModel):
+        own = getattr(model, "quantize", None)  # subclasses may skip __init__
+        if check_quantize(quantize) not in (None, own):
+            raise ValueError(f"quantize={quantize!r} given with a ClipModel built with "
+                             f"quantize={own!r}; build the ClipModel with it instead")
         return model
     if isinstance(model, str):
-        return ClipModel(model, device=device, dtype=dtype)
+        return ClipModel(model, device=device, dtype=dtype, quantize=quantize)
     raise TypeError(f"model must be a spec string or a ClipModel, got {type(model).__name__}")
 
 

@@ -114,6 +114,8 @@ class ClipTagger:
             ``"a photo of the {}."``, ``"a picture showing {}."``), another named set or
             your own strings with ``{}``.
         cache_dir: folder for the vocabulary embeddings.
+        quantize: ``"int8"``: CLIP's image tower as dynamic int8, CPU only (see
+            :class:`~ovperc.stages.clip_model.ClipModel`); a given ``ClipModel`` keeps its own.
 
     Example:
         >>> tagger = ClipTagger()  # doctest: +SKIP
@@ -132,12 +134,13 @@ class ClipTagger:
         top_k: int | None = 10,
         templates: TemplatesLike = None,
         cache_dir: str | Path | None = None,
+        quantize: str | None = None,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-        self.clip = resolve_clip(model, device=device, dtype=dtype)
+        self.clip = resolve_clip(model, device=device, dtype=dtype, quantize=quantize)
         self.vocabulary = load_vocabulary(vocabulary)
         self.templates = resolve_templates(templates, default="photo")
         self.threshold = threshold

@@ -33,8 +33,9 @@ import numpy as np
 from ovperc.device import resolve_device, resolve_dtype
 from ovperc.hub import ModelNotAvailableError, is_local
 from ovperc.stages.grounding_dino_prompt import PromptChunk, build_chunks, check_lengths, token_spans
-from ovperc.stages.grounding_dino_size import MIN_SIDE, pad_strip, processed_size
+from ovperc.stages.grounding_dino_size import MIN_SIDE, pad_strip, processed_size, resize_rule
 from ovperc.stages.hf_loading import load_error, load_with_processor
+from ovperc.stages.quantize import check_quantize, quantize_linear
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -79,6 +80,10 @@ class GroundingDinoDetector:
         batch_size: most (image, caption) pairs in one forward pass (default 8).
         cache_dir: Hugging Face cache folder for hub downloads.
         revision: hub revision (branch, tag or commit) to load.
+        image_size: input size instead of the processor's own: the shortest edge (the
+            longest keeps the processor's ratio, 480 -> 480/800 for the released 800/1333)
+            or ``(shortest_edge, longest_edge)``; smaller is faster and loses small objects.
+        quantize: ``"int8"``: dynamic int8 linear layers, CPU only (:mod:`ovperc.stages.quantize`).
 
     Detections per image: ``xyxy`` in the image's pixels (clipped to it), ``confidence``
     (float32), ``class_id`` = index of the prompt in that image's list, ``data["prompt"]``
@@ -104,6 +109,8 @@ class GroundingDinoDetector:
         batch_size: int = 8,
         cache_dir: str | None = None,
         revision: str | None = None,
+        image_size: int | tuple[int, int] | None = None,
+        quantize: str | None = None,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise TypeError(f"model must be a hub id or a folder path (str), got {model!r}")
@@ -122,6 +129,9 @@ class GroundingDinoDetector:
         self.text_threshold = float(text_threshold)
         self.max_text_tokens = int(max_text_tokens)
         self.batch_size = int(batch_size)
+        resize_rule({"shortest_edge": 800, "longest_edge": 1333}, image_size)  # checked now
+        self.image_size = image_size
+        self.quantize = check_quantize(quantize, dtype=dtype)
         self.cache_dir = cache_dir
         self.revision = revision
         self._lock = threading.Lock()
@@ -154,6 +164,10 @@ class GroundingDinoDetector:
         _, processor, model = load_with_processor(
             self.model_name, lambda kind: model_class_for(kind, self.model_name), device=device,
             dtype=dtype, cache_dir=self.cache_dir, revision=self.revision)
+        size = resize_rule(processor.image_processor.size, self.image_size)
+        if size is not None:
+            processor.image_processor.size = size
+        quantize_linear(model, check_quantize(self.quantize, device=device, dtype=dtype))
         logger.info("loaded %s %s on %s (%s)", type(model).__name__, self.model_name, device, dtype)
         self._processor, self._device, self._dtype = processor, device, dtype
         self._model = model  # last: other threads test this attribute

@@ -88,3 +88,48 @@ def processed_size(height: int, width: int, size: Any) -> tuple[int, int] | None
     else:
         return None
     return max(1, out_h), max(1, out_w)
+
+
+def resize_rule(own: Any, image_size: int | tuple[int, int] | None) -> dict[str, int] | None:
+    """The processor ``size`` for a chosen ``image_size``; ``None``: keep the processor's own.
+
+    ``image_size`` is the shortest edge (the longest edge then keeps the ratio of the
+    processor's own rule, 1333/800 for the released models) or ``(shortest_edge,
+    longest_edge)``. A smaller input is faster (the cost grows with the pixel count) and
+    loses small objects.
+
+    Raises:
+        ValueError: a size below :data:`MIN_SIDE` pixels, a longest edge below the shortest,
+            or an int given for a processor whose rule has no shortest/longest edge.
+
+    Example:
+        >>> resize_rule({"shortest_edge": 800, "longest_edge": 1333}, 480)
+        {'shortest_edge': 480, 'longest_edge': 800}
+        >>> resize_rule({"shortest_edge": 800, "longest_edge": 1333}, (512, 853))
+        {'shortest_edge': 512, 'longest_edge': 853}
+    """
+    if image_size is None:
+        return None
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, tuple, list)):
+        raise TypeError(f"image_size must be an int (shortest edge) or (shortest_edge, longest_edge), "
+                        f"got {image_size!r}")
+    if isinstance(image_size, int):
+        def field(name: str) -> int | None:
+            value = own.get(name) if isinstance(own, dict) else getattr(own, name, None)
+            return int(value) if value else None
+
+        shortest, longest = field("shortest_edge"), field("longest_edge")
+        if not (shortest and longest):
+            raise ValueError(f"image_size={image_size} (a shortest edge) needs a processor that "
+                             f"resizes by shortest/longest edge; this one uses {own!r}: give "
+                             "(shortest_edge, longest_edge)")
+        pair = (image_size, int(round(image_size * longest / shortest)))
+    else:
+        if len(image_size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                           for v in image_size):
+            raise ValueError(f"image_size must be (shortest_edge, longest_edge) ints, got {image_size!r}")
+        pair = (int(image_size[0]), int(image_size[1]))
+    if pair[0] < MIN_SIDE or pair[1] < pair[0]:
+        raise ValueError(f"image_size needs shortest_edge >= {MIN_SIDE} and longest_edge >= "
+                         f"shortest_edge, got {pair}")
+    return {"shortest_edge": pair[0], "longest_edge": pair[1]}

@@ -19,6 +19,7 @@ import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
 from ovperc.stages.hf_loading import load_with_processor
+from ovperc.stages.quantize import check_quantize, quantize_linear
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -49,6 +50,7 @@ class HfDetector:
         batch_size: most images in one forward pass.
         cache_dir: Hugging Face cache folder for hub downloads.
         revision: hub revision to load.
+        quantize: ``"int8"``: dynamic int8 linear layers, CPU only (:mod:`ovperc.stages.quantize`).
 
     Example:
         >>> class MyDetector(HfDetector): ...  # doctest: +SKIP
@@ -70,6 +72,7 @@ class HfDetector:
         batch_size: int = 4,
         cache_dir: str | None = None,
         revision: str | None = None,
+        quantize: str | None = None,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise TypeError(f"model must be a hub id or a folder path (str), got {model!r}")
@@ -85,6 +88,7 @@ class HfDetector:
         self.box_threshold = float(box_threshold)
         self.text_threshold = text_threshold
         self.batch_size = batch_size
+        self.quantize = check_quantize(quantize, dtype=dtype)
         self.cache_dir = cache_dir
         self.revision = revision
         self._lock = threading.Lock()
@@ -124,6 +128,7 @@ class HfDetector:
         config, processor, model = load_with_processor(
             self.model_name, model_class, device=device, dtype=dtype, cache_dir=self.cache_dir,
             revision=self.revision)
+        quantize_linear(model, check_quantize(self.quantize, device=device, dtype=dtype))
         logger.info("loaded %s %s on %s (%s)", type(model).__name__, self.model_name, device, dtype)
         self._processor, self._device, self._dtype = processor, device, dtype
         self._model_type = config.model_type

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
+from ovperc.stages.quantize import check_quantize, quantize_linear
 from ovperc.stages.sam_attention import fuse_attention
 from ovperc.stages.sam_model import (
     SAM_MODELS,
@@ -80,6 +81,10 @@ class SamSegmenter:
             ``scaled_dot_product_attention`` (same result within float tolerance, about 2x
             faster on a CPU; see :mod:`ovperc.stages.sam_attention`); ``False`` keeps
             segment-anything's own code path.
+        quantize: ``"int8"``: the image encoder's linear layers (and, with
+            ``quantize_decoder``, the mask decoder's) as dynamic int8, CPU only (see
+            :mod:`ovperc.stages.quantize`); default ``None``, the float model.
+        quantize_decoder: also quantize the mask decoder when ``quantize`` is set.
 
     The returned detections are copies of the given ones with ``mask`` set and
     ``data["mask_score"]`` (SAM's predicted IoU of each mask). Boxes are clipped to the
@@ -106,6 +111,8 @@ class SamSegmenter:
         encoder_batch_size: int | None = None,
         max_boxes_per_call: int | None = None,
         fused_attention: bool = True,
+        quantize: str | None = None,
+        quantize_decoder: bool = False,
     ) -> None:
         name = os.fspath(model)
         if name not in SAM_MODELS and not Path(name).expanduser().is_file():
@@ -128,6 +135,8 @@ class SamSegmenter:
         self.max_boxes_per_call = max_boxes_per_call or (
             CPU_BOXES_PER_CALL if self.device.type == "cpu" else GPU_BOXES_PER_CALL)
         self.fused_attention = bool(fused_attention)
+        self.quantize = check_quantize(quantize, device=self.device, dtype=self.dtype)
+        self.quantize_decoder = bool(quantize_decoder)
         self._sam: Sam | None = None
         self._lock = threading.Lock()
 
@@ -147,6 +156,9 @@ class SamSegmenter:
                 # The prompt encoder always computes in float32; only the heavy parts are cast.
                 sam.image_encoder.to(self.dtype)
                 sam.mask_decoder.to(self.dtype)
+                quantize_linear(sam.image_encoder, self.quantize)
+                if self.quantize_decoder:
+                    quantize_linear(sam.mask_decoder, self.quantize)
                 self._sam = sam
             return self._sam
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
 from ovperc.stages.hf_loading import Licence, from_pretrained, model_type
+from ovperc.stages.quantize import check_quantize, quantize_linear
 from ovperc.stages.sam import CPU_BOXES_PER_CALL, GPU_BOXES_PER_CALL, _check_inputs, _with_masks
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ class HfSamSegmenter:
             (see :class:`ovperc.stages.sam.SamSegmenter`).
         cache_dir: Hugging Face cache folder for hub downloads.
         revision: hub revision (branch, tag or commit).
+        quantize: ``"int8"``: the model's linear layers as dynamic int8, CPU only (see
+            :mod:`ovperc.stages.quantize`); default ``None``, the float model.
 
     The returned detections are copies of the given ones with ``mask`` (bool ``(N, H, W)``)
     and ``data["mask_score"]`` (the model's predicted IoU). Boxes are clipped to the image.
@@ -101,6 +104,7 @@ class HfSamSegmenter:
         max_boxes_per_call: int | None = None,
         cache_dir: str | None = None,
         revision: str | None = None,
+        quantize: str | None = None,
     ) -> None:
         if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
             raise TypeError(f"model must be a hub id or a folder path, got {model!r}")
@@ -115,6 +119,7 @@ class HfSamSegmenter:
         self.encoder_batch_size = encoder_batch_size or (1 if self.device.type == "cpu" else 4)
         self.max_boxes_per_call = max_boxes_per_call or (
             CPU_BOXES_PER_CALL if self.device.type == "cpu" else GPU_BOXES_PER_CALL)
+        self.quantize = check_quantize(quantize, device=self.device, dtype=self.dtype)
         self.cache_dir = cache_dir
         self.revision = revision
         self.architecture: str | None = None
@@ -158,7 +163,7 @@ class HfSamSegmenter:
         model = from_pretrained(model_class, self.model_name, licence=SAM3_LICENCE, **hub)
         self._processor = processor
         self.architecture = kind
-        self._model = model.to(device=self.device, dtype=self.dtype).eval()
+        self._model = quantize_linear(model.to(device=self.device, dtype=self.dtype).eval(), self.quantize)
         logger.info("loaded %s (%s) on %s (%s)", self.model_name, kind, self.device, self.dtype)
 
     @property
