@@ -26,6 +26,7 @@ import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
 from ovperc.stages.sam_attention import fuse_attention
+from ovperc.stages.sam_decoder import share_image_tokens
 from ovperc.stages.sam_model import (
     SAM_MODELS,
     SamArchitecture,
@@ -80,6 +81,11 @@ class SamSegmenter:
             ``scaled_dot_product_attention`` (same result within float tolerance, about 2x
             faster on a CPU; see :mod:`ovperc.stages.sam_attention`); ``False`` keeps
             segment-anything's own code path.
+        shared_decoder: decode the boxes against one copy of the image tokens, projecting
+            what all boxes share once and reordering the rest onto the few prompt tokens
+            (same masks within float tolerance; see :mod:`ovperc.stages.sam_decoder`);
+            ``False`` calls segment-anything's ``MaskDecoder``, which copies the image
+            embedding per box.
 
     The returned detections are copies of the given ones with ``mask`` set and
     ``data["mask_score"]`` (SAM's predicted IoU of each mask). Boxes are clipped to the
@@ -106,6 +112,7 @@ class SamSegmenter:
         encoder_batch_size: int | None = None,
         max_boxes_per_call: int | None = None,
         fused_attention: bool = True,
+        shared_decoder: bool = True,
     ) -> None:
         name = os.fspath(model)
         if name not in SAM_MODELS and not Path(name).expanduser().is_file():
@@ -128,6 +135,7 @@ class SamSegmenter:
         self.max_boxes_per_call = max_boxes_per_call or (
             CPU_BOXES_PER_CALL if self.device.type == "cpu" else GPU_BOXES_PER_CALL)
         self.fused_attention = bool(fused_attention)
+        self.shared_decoder = bool(shared_decoder)
         self._sam: Sam | None = None
         self._lock = threading.Lock()
 
@@ -143,6 +151,8 @@ class SamSegmenter:
                 sam = load_sam(self.model_name, variant=self.variant, cache_dir=self.cache_dir)
                 if self.fused_attention:
                     fuse_attention(sam)
+                if self.shared_decoder:
+                    share_image_tokens(sam)
                 sam.to(self.device)
                 # The prompt encoder always computes in float32; only the heavy parts are cast.
                 sam.image_encoder.to(self.dtype)
@@ -244,7 +254,8 @@ class SamSegmenter:
                 image_embeddings=embedding[None],
                 image_pe=image_pe,
                 sparse_prompt_embeddings=sparse.to(self.dtype),
-                dense_prompt_embeddings=dense.to(self.dtype),
+                # without mask inputs the dense prompt is the same for every box: pass it once
+                dense_prompt_embeddings=dense[:1].to(self.dtype),
                 multimask_output=self.multimask,
             )
             best = iou.float().argmax(dim=1)
