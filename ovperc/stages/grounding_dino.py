@@ -32,6 +32,7 @@ import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
 from ovperc.hub import ModelNotAvailableError, is_local
+from ovperc.stages.grounding_dino_attention import sum_levels_in_place
 from ovperc.stages.grounding_dino_prompt import PromptChunk, build_chunks, check_lengths, token_spans
 from ovperc.stages.grounding_dino_size import MIN_SIDE, pad_strip, processed_size
 from ovperc.stages.hf_loading import load_error, load_with_processor
@@ -79,6 +80,10 @@ class GroundingDinoDetector:
         batch_size: most (image, caption) pairs in one forward pass (default 8).
         cache_dir: Hugging Face cache folder for hub downloads.
         revision: hub revision (branch, tag or commit) to load.
+        lean_attention: the deformable attention weights and sums each feature level in
+            place instead of stacking all levels' samples (same result within float
+            rounding, less memory traffic; see :mod:`.grounding_dino_attention`); ``False``
+            keeps transformers' own code path.
 
     Detections per image: ``xyxy`` in the image's pixels (clipped to it), ``confidence``
     (float32), ``class_id`` = index of the prompt in that image's list, ``data["prompt"]``
@@ -104,6 +109,7 @@ class GroundingDinoDetector:
         batch_size: int = 8,
         cache_dir: str | None = None,
         revision: str | None = None,
+        lean_attention: bool = True,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise TypeError(f"model must be a hub id or a folder path (str), got {model!r}")
@@ -124,6 +130,7 @@ class GroundingDinoDetector:
         self.batch_size = int(batch_size)
         self.cache_dir = cache_dir
         self.revision = revision
+        self.lean_attention = bool(lean_attention)
         self._lock = threading.Lock()
         self._processor: Any = None
         self._model: Any = None
@@ -155,6 +162,8 @@ class GroundingDinoDetector:
             self.model_name, lambda kind: model_class_for(kind, self.model_name), device=device,
             dtype=dtype, cache_dir=self.cache_dir, revision=self.revision)
         logger.info("loaded %s %s on %s (%s)", type(model).__name__, self.model_name, device, dtype)
+        if self.lean_attention:
+            sum_levels_in_place(model)
         self._processor, self._device, self._dtype = processor, device, dtype
         self._model = model  # last: other threads test this attribute
 
