@@ -9,16 +9,17 @@ the same function of the same weights with less work:
   when there is no mask input, the same for every box) are kept once and broadcast;
 - where the image tokens are still the same for every box (the first layer's token-to-image
   keys and values and its image-to-token queries) they are projected once for all boxes;
-- where they differ per box, the projection is moved to the few token side by
+- where they differ per box, the projection is moved onto the few prompt tokens by
   associativity: ``(X W_k^T) q^T = X (q W_k)^T`` and ``A (X W_v^T + b) = (A X) W_v^T + b``
   (the rows of a softmax sum to one), and the image-to-token output projection is applied to
   the token values before the attention weights. Each image-token matrix product then has
   ``heads x tokens`` (8 x 7 = 56 for a box) columns instead of the projection width (128);
-- only the masks that are returned are computed (one for a single-mask box, not four).
+- only the masks that are returned are computed (one per box, or three with
+  ``multimask_output``; not all four).
 
 The arithmetic is reordered, never approximated: outputs equal segment-anything's within
 float rounding (``tests/stages/test_sam_decoder.py``; the real vit_b decoder in
-``bench/bench_decoder.py``). segment-anything's modules and weights are used as they are.
+``bench/bench_exact.py``). segment-anything's modules and weights are used as they are.
 """
 
 from __future__ import annotations
