@@ -4,7 +4,8 @@ One run, everything timed in interleaved turns (chain, reference, parts, chain, 
 
 - **chain**: ``Pipeline(ClipTagger, GroundingDinoDetector, SamSegmenter, ClipClassifier)`` with
   ovperc's defaults (fused SAM attention, shared-image-token SAM decoder, Grounding DINO's
-  deformable attention summed in place), one image, ``--boxes`` boxes kept.
+  deformable attention summed in place), one 480x640 image, 10 tags as classes, the box
+  threshold set to keep ``--queries`` queries (14 boxes after NMS).
 - **reference**: the same networks as their own libraries run them, on the same inputs:
   open_clip ``encode_image`` of the image, the bare transformers Grounding DINO forward
   (its own deformable attention) on the preprocessed pixels and caption, segment-anything's
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--tags", type=int, default=50, help="tagger vocabulary size")
     parser.add_argument("--classes", type=int, default=10, help="tags per image (the classes)")
-    parser.add_argument("--boxes", type=int, default=14, help="boxes to keep (sets the box threshold)")
+    parser.add_argument("--queries", type=int, default=20,
+                        help="queries above the box threshold (the default image's 20 leave 14 boxes "
+                             "after NMS)")
     common.add_common_args(parser)
     args = parser.parse_args(argv)
 
@@ -93,11 +96,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return model(pixel_values=gd_pixels, input_ids=tokens["input_ids"],
                      token_type_ids=tokens["token_type_ids"], attention_mask=tokens["attention_mask"])
 
-    with torch.inference_mode():  # the box threshold that keeps about --boxes queries
+    with torch.inference_mode():  # the box threshold that keeps --queries queries
         reference_out = gd_forward(reference_gd)
         lean_out = gd_forward(detector._model)
     confidence = reference_out.logits.sigmoid().max(dim=-1).values.flatten().sort(descending=True).values
-    k = min(args.boxes, len(confidence) - 1)
+    k = min(args.queries, len(confidence) - 1)
     detector.box_threshold = float(confidence[k - 1] + confidence[k]) / 2
     scale = torch.tensor([args.width, args.height, args.width, args.height])
     box_diff = float(((lean_out.pred_boxes - reference_out.pred_boxes)[0] * scale).abs().max())
