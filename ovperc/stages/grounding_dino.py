@@ -32,6 +32,7 @@ import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
 from ovperc.hub import ModelNotAvailableError, is_local
+from ovperc.stages.grounding_dino_attention import sum_levels_in_place
 from ovperc.stages.grounding_dino_prompt import PromptChunk, build_chunks, check_lengths, token_spans
 from ovperc.stages.grounding_dino_size import MIN_SIDE, pad_strip, processed_size, resize_rule
 from ovperc.stages.hf_loading import load_error, load_with_processor
@@ -84,6 +85,10 @@ class GroundingDinoDetector:
             longest keeps the processor's ratio, 480 -> 480/800 for the released 800/1333)
             or ``(shortest_edge, longest_edge)``; smaller is faster and loses small objects.
         quantize: ``"int8"``: dynamic int8 linear layers, CPU only (:mod:`ovperc.stages.quantize`).
+        lean_attention: the deformable attention weights and sums each feature level in
+            place instead of stacking all levels' samples (same result within float
+            rounding, less memory traffic; see :mod:`.grounding_dino_attention`); ``False``
+            keeps transformers' own code path.
 
     Detections per image: ``xyxy`` in the image's pixels (clipped to it), ``confidence``
     (float32), ``class_id`` = index of the prompt in that image's list, ``data["prompt"]``
@@ -111,6 +116,7 @@ class GroundingDinoDetector:
         revision: str | None = None,
         image_size: int | tuple[int, int] | None = None,
         quantize: str | None = None,
+        lean_attention: bool = True,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise TypeError(f"model must be a hub id or a folder path (str), got {model!r}")
@@ -134,6 +140,7 @@ class GroundingDinoDetector:
         self.quantize = check_quantize(quantize, dtype=dtype)
         self.cache_dir = cache_dir
         self.revision = revision
+        self.lean_attention = bool(lean_attention)
         self._lock = threading.Lock()
         self._processor: Any = None
         self._model: Any = None
@@ -169,6 +176,8 @@ class GroundingDinoDetector:
             processor.image_processor.size = size
         quantize_linear(model, check_quantize(self.quantize, device=device, dtype=dtype))
         logger.info("loaded %s %s on %s (%s)", type(model).__name__, self.model_name, device, dtype)
+        if self.lean_attention:
+            sum_levels_in_place(model)
         self._processor, self._device, self._dtype = processor, device, dtype
         self._model = model  # last: other threads test this attribute
 

@@ -27,6 +27,7 @@ import numpy as np
 from ovperc.device import resolve_device, resolve_dtype
 from ovperc.stages.quantize import check_quantize, quantize_linear
 from ovperc.stages.sam_attention import fuse_attention
+from ovperc.stages.sam_decoder import share_image_tokens
 from ovperc.stages.sam_model import (
     SAM_MODELS,
     SamArchitecture,
@@ -85,6 +86,11 @@ class SamSegmenter:
             ``quantize_decoder``, the mask decoder's) as dynamic int8, CPU only (see
             :mod:`ovperc.stages.quantize`); default ``None``, the float model.
         quantize_decoder: also quantize the mask decoder when ``quantize`` is set.
+        shared_decoder: decode the boxes against one copy of the image tokens, projecting
+            what all boxes share once and reordering the rest onto the few prompt tokens
+            (same masks within float tolerance; see :mod:`ovperc.stages.sam_decoder`);
+            ``False`` calls segment-anything's ``MaskDecoder``, which copies the image
+            embedding per box. An int8 decoder (``quantize_decoder``) always uses the latter.
 
     The returned detections are copies of the given ones with ``mask`` set and
     ``data["mask_score"]`` (SAM's predicted IoU of each mask). Boxes are clipped to the
@@ -113,6 +119,7 @@ class SamSegmenter:
         fused_attention: bool = True,
         quantize: str | None = None,
         quantize_decoder: bool = False,
+        shared_decoder: bool = True,
     ) -> None:
         name = os.fspath(model)
         if name not in SAM_MODELS and not Path(name).expanduser().is_file():
@@ -137,6 +144,7 @@ class SamSegmenter:
         self.fused_attention = bool(fused_attention)
         self.quantize = check_quantize(quantize, device=self.device, dtype=self.dtype)
         self.quantize_decoder = bool(quantize_decoder)
+        self.shared_decoder = bool(shared_decoder)
         self._sam: Sam | None = None
         self._lock = threading.Lock()
 
@@ -152,6 +160,8 @@ class SamSegmenter:
                 sam = load_sam(self.model_name, variant=self.variant, cache_dir=self.cache_dir)
                 if self.fused_attention:
                     fuse_attention(sam)
+                if self.shared_decoder and not (self.quantize and self.quantize_decoder):
+                    share_image_tokens(sam)  # reads the float projection weights
                 sam.to(self.device)
                 # The prompt encoder always computes in float32; only the heavy parts are cast.
                 sam.image_encoder.to(self.dtype)
@@ -256,7 +266,8 @@ class SamSegmenter:
                 image_embeddings=embedding[None],
                 image_pe=image_pe,
                 sparse_prompt_embeddings=sparse.to(self.dtype),
-                dense_prompt_embeddings=dense.to(self.dtype),
+                # without mask inputs the dense prompt is the same for every box: pass it once
+                dense_prompt_embeddings=dense[:1].to(self.dtype),
                 multimask_output=self.multimask,
             )
             best = iou.float().argmax(dim=1)
