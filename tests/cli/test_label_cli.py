@@ -16,6 +16,7 @@ import supervision as sv
 from PIL import Image
 
 from ovperc.cli import build_parser, main
+from tests.interrupts import ctrl_c_reaches_child
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -145,6 +146,7 @@ def test_kill_and_ctrl_c_then_resume_equals_clean_run(tmp_path: Path, tiny_groun
 
     def start(out: Path) -> subprocess.Popen:
         return subprocess.Popen(command(out), env=env, cwd=tmp_path, text=True,
+                                preexec_fn=ctrl_c_reaches_child,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     clean = start(tmp_path / "clean")  # the uninterrupted run, alongside

@@ -16,6 +16,7 @@ pytest.importorskip("ray.data", reason='the Ray engine needs Ray Data: pip insta
 from ovperc.cli import main  # noqa: E402
 from ovperc.labeling import runner  # noqa: E402
 from ovperc.labeling.ray_engine import RayEngine  # noqa: E402
+from tests.interrupts import ctrl_c_reaches_child  # noqa: E402
 from tests.labeling.fakes import FakeDetector, FakeSegmenter  # noqa: E402
 from tests.labeling.folders import make_bad_folder, make_good_folder  # noqa: E402
 from tests.ray.pipelines import box_filler_pipeline, doomed_pipeline, fake_pipeline  # noqa: E402
@@ -199,7 +200,8 @@ def test_ctrl_c_on_a_ray_run_then_resume_locally(tmp_path: Path, tiny_grounding_
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
            "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen([*command, "--engine", "ray", "--num-workers", "1"], env=env,
-                            cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=ctrl_c_reaches_child)
     log = out / ".ovperc" / "done.jsonl"
     deadline = time.monotonic() + 150
     while not (log.exists() and log.read_text().count("\n") >= 1):
