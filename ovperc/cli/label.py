@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +16,11 @@ from ovperc.cli.options import (
     build_pipeline,
     choose_preset,
     describe_error,
+    iou_value,
     non_negative_float,
     ontology_from_args,
     positive_int,
+    run_resumable,
     run_signature,
 )
 from ovperc.image import DEFAULT_MAX_PIXELS
@@ -115,7 +116,7 @@ def add_parser(subparsers: Any) -> None:
                           "stay and are listed in the dataset files), skip (leave those images out "
                           "and change no file ovperc did not write), or merge (add only new boxes "
                           "that overlap none of an image's own); see below")
-    out.add_argument("--merge-iou", type=_merge_iou, metavar="IOU",
+    out.add_argument("--merge-iou", type=iou_value, metavar="IOU",
                      help="with --existing merge: a new box overlapping one of the image's own boxes "
                           f"(any class) by more than this IoU is not added (default {DEFAULT_MERGE_IOU})")
     out.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
@@ -192,7 +193,6 @@ def run_label(args: argparse.Namespace) -> int:
     """Run ``ovperc label``; returns the exit code."""
     from ovperc.device import resolve_device
     from ovperc.hub import ModelNotAvailableError
-    from ovperc.labeling.manifest import ManifestMismatchError
     from ovperc.labeling.runner import label_folder
 
     masks = bool(args.masks or args.mask_png)
@@ -219,32 +219,20 @@ def run_label(args: argparse.Namespace) -> int:
         print(f"error: {describe_error(error)}", file=sys.stderr)
         return 2
 
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        report = label_folder(
-            pipeline, args.source, args.out,
-            classes=ontology, format=args.format, masks=masks, mask_png=args.mask_png,
-            images=args.images, batch_size=args.batch_size, tag_merge=args.tag_merge,
-            overwrite=args.overwrite, signature=run_signature(args, preset=preset),
-            decode_workers=args.decode_workers, max_pixels=args.max_pixels,
-            progress=not args.no_progress, engine=engine,
-            # a GPU leaves the CPU free to write while it runs the next batch
-            write_behind=engine is None and resolve_device(args.device).type != "cpu",
-            val_split=args.val_split, val_from=args.val_from,
-            existing=args.existing, merge_iou=args.merge_iou,
-        )
-    except ManifestMismatchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
-    except Exception as error:  # models that cannot load, disk full, ...
-        print(f"error: {describe_error(error)}", file=sys.stderr)
-        return 2
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    report = run_resumable(lambda: label_folder(
+        pipeline, args.source, args.out,
+        classes=ontology, format=args.format, masks=masks, mask_png=args.mask_png,
+        images=args.images, batch_size=args.batch_size, tag_merge=args.tag_merge,
+        overwrite=args.overwrite, signature=run_signature(args, preset=preset),
+        decode_workers=args.decode_workers, max_pixels=args.max_pixels,
+        progress=not args.no_progress, engine=engine,
+        # a GPU leaves the CPU free to write while it runs the next batch
+        write_behind=engine is None and resolve_device(args.device).type != "cpu",
+        val_split=args.val_split, val_from=args.val_from,
+        existing=args.existing, merge_iou=args.merge_iou,
+    ))
+    if isinstance(report, int):
+        return report
     print(report.summary())
     print(f"report: {Path(args.out) / 'report.json'}")
     if report.interrupted:
@@ -261,18 +249,3 @@ def _fraction(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
     return value
-
-
-def _merge_iou(text: str) -> float:
-    """An argparse type: an IoU above 0 and at most 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an IoU such as 0.5, got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
-    return value
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")

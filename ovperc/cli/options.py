@@ -15,10 +15,15 @@ Example:
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ovperc.device import DTYPES
+
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     from ovperc.ontology import Ontology
@@ -36,8 +41,12 @@ def _probability(text: str) -> float:
     return value
 
 
-def _iou(text: str) -> float:
-    value = float(text)
+def iou_value(text: str) -> float:
+    """An argparse ``type``: an IoU above 0 and at most 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an IoU such as 0.5, got {text!r}") from None
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
     return value
@@ -131,7 +140,7 @@ def add_threshold_options(parser: argparse.ArgumentParser, *, batching: bool = T
     group.add_argument("--nms", choices=NMS_MODES, default="class",
                        help="suppress overlapping boxes of the same class (class), of any "
                             "class (agnostic), or keep all (none) (default class)")
-    group.add_argument("--nms-iou", type=_iou, default=0.5, metavar="IOU",
+    group.add_argument("--nms-iou", type=iou_value, default=0.5, metavar="IOU",
                        help="IoU above which the weaker of two boxes is suppressed (default 0.5)")
     group.add_argument("--classifier-mode", choices=CLASSIFIER_MODES,
                        help="what the classifier does with each box: rescore (blend CLIP's "
@@ -278,3 +287,37 @@ def describe_error(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return text if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: {text}"
 
+
+def run_resumable(work: Callable[[], R]) -> R | int:
+    """Run a resumable job (``label``, ``track``) the way every subcommand does.
+
+    SIGTERM stops it like Ctrl-C (the job records what it finished, so the same command
+    resumes). Returns what ``work`` returned, or the exit code after saying why: 130 when
+    interrupted, 2 for a run in the folder with other settings or an error that is not about
+    one image (a model that cannot load, disk full).
+
+    Example:
+        >>> run_resumable(lambda: "report")
+        'report'
+    """
+    from ovperc.labeling.manifest import ManifestMismatchError
+
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        return work()
+    except ManifestMismatchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as error:  # models that cannot load, disk full, ...
+        print(f"error: {describe_error(error)}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,10 @@ from ovperc.cli.options import (
     add_threshold_options,
     build_pipeline,
     describe_error,
+    iou_value,
     ontology_from_args,
     positive_int,
+    run_resumable,
     run_signature,
 )
 
@@ -70,7 +71,7 @@ def add_parser(subparsers: Any) -> None:
                                "objects in between (default 10)")
     tracking.add_argument("--max-lost", type=positive_int, default=30, metavar="N",
                           help="end a track whose mask stays empty for N frames in a row (default 30)")
-    tracking.add_argument("--new-track-iou", type=_iou, default=0.3, metavar="IOU",
+    tracking.add_argument("--new-track-iou", type=iou_value, default=0.3, metavar="IOU",
                           help="a detection overlapping no tracked object by this box IoU starts a "
                                "new track (default 0.3)")
     frames = parser.add_argument_group("frames")
@@ -110,7 +111,6 @@ def run_track(args: argparse.Namespace) -> int:
     """Run ``ovperc track``; returns the exit code."""
     from ovperc.hub import ModelNotAvailableError
     from ovperc.labeling.lock import check_unlocked
-    from ovperc.labeling.manifest import ManifestMismatchError
     from ovperc.video.output import DatasetOptions
     from ovperc.video.reader import probe_video
     from ovperc.video.run import check_outside, track_video
@@ -153,37 +153,18 @@ def run_track(args: argparse.Namespace) -> int:
     signature = {**run_signature(args, preset=args.preset), "video_segmenter": args.video_segmenter,
                  "detect_every": args.detect_every, "max_lost": args.max_lost,
                  "new_track_iou": args.new_track_iou}
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        report = track_video(
-            tracker, args.source, args.out, classes=ontology, tag_merge=args.tag_merge,
-            video=not args.no_video, masks=not args.no_masks, dataset=dataset,
-            chunk_frames=args.chunk_frames, stride=args.stride, start=args.start,
-            max_frames=args.max_frames, fps=args.fps, overwrite=args.overwrite,
-            signature=signature, progress=not args.no_progress, truth=truth,
-        )
-    except ManifestMismatchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
-    except Exception as error:  # models that cannot load, disk full, ...
-        print(f"error: {describe_error(error)}", file=sys.stderr)
-        return 2
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    report = run_resumable(lambda: track_video(
+        tracker, args.source, args.out, classes=ontology, tag_merge=args.tag_merge,
+        video=not args.no_video, masks=not args.no_masks, dataset=dataset,
+        chunk_frames=args.chunk_frames, stride=args.stride, start=args.start,
+        max_frames=args.max_frames, fps=args.fps, overwrite=args.overwrite,
+        signature=signature, progress=not args.no_progress, truth=truth,
+    ))
+    if isinstance(report, int):
+        return report
     print(report.summary())
     print(f"report: {Path(args.out) / 'report.json'}")
     return report.exit_code
-
-
-def _iou(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
-    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -198,7 +179,3 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
     return value
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
