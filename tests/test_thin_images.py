@@ -206,18 +206,18 @@ def test_clip_trims_endless_strips_to_what_its_centre_crop_keeps() -> None:
     """Trimming first gives the pixels the full transform gives, without the huge resize."""
     import open_clip
 
-    from ovperc.stages.clip_model import _trim_to_center
+    from ovperc.stages.clip_pixels import trim_to_center
 
     transform = open_clip.image_transform(224, is_train=False)
     rng = np.random.default_rng(0)
     smooth = np.asarray(Image.fromarray(_image(6, 90)).resize((1800, 120), Image.Resampling.BICUBIC))
     for array in (smooth, smooth.transpose(1, 0, 2).copy()):
         image = Image.fromarray(array)
-        trimmed = _trim_to_center(image, transform)
+        trimmed = trim_to_center(image, transform)
         assert max(trimmed.size) == 4 * min(trimmed.size)
         difference = (transform(trimmed) - transform(image)).abs().mean()
         assert float(difference) < 1e-4, float(difference)  # measured: 0.0
     square = Image.fromarray(rng.integers(0, 256, (50, 120, 3), dtype=np.uint8))
-    assert _trim_to_center(square, transform) is square, "images up to 4:1 are left alone"
+    assert trim_to_center(square, transform) is square, "images up to 4:1 are left alone"
     strip = Image.fromarray(_image(1, 30000))
-    assert _trim_to_center(strip, transform).size == (4, 1)
+    assert trim_to_center(strip, transform).size == (4, 1)

@@ -24,7 +24,6 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,12 +38,12 @@ from ovperc.demo.render import (  # noqa: F401  (re-exported: the page's helpers
     instance_mask,
     tag_scores,
 )
+from ovperc.demo.thresholds import ThresholdedDetector, threshold_of
 from ovperc.image import ImageError, ImageSource, load_image
 from ovperc.ontology import Ontology
 from ovperc.pipeline import Pipeline
 
 if TYPE_CHECKING:
-    import supervision as sv
 
     from ovperc.result import Perception
 
@@ -186,36 +185,6 @@ class DemoResult:
         return record
 
 
-class _ThresholdedDetector:
-    """Runs the shared detector, then drops boxes under this request's thresholds."""
-
-    def __init__(self, detector: Any, box_threshold: float | None,
-                 text_threshold: float | None) -> None:
-        self.detector = detector
-        self.box_threshold = box_threshold
-        self.text_threshold = text_threshold
-
-    def detect(self, images: Sequence[np.ndarray],
-               prompts: Sequence[Sequence[str]]) -> list[sv.Detections]:
-        return [self._keep(det) for det in self.detector.detect(images, prompts)]
-
-    def _keep(self, det: sv.Detections) -> sv.Detections:
-        if len(det) == 0:
-            return det
-        keep = np.ones(len(det), dtype=bool)
-        if self.box_threshold is not None and det.confidence is not None:
-            keep &= det.confidence >= self.box_threshold
-        text_score = det.data.get("text_score")
-        if self.text_threshold is not None and text_score is not None:
-            keep &= np.asarray(text_score, dtype=float) >= self.text_threshold
-        return det if keep.all() else det[keep]
-
-
-def _threshold_of(stage: Any, name: str) -> float | None:
-    value = getattr(stage, name, None)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _safe_stem(name: str | None) -> str:
     stem = Path(name).stem if name else "image"
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:40]
@@ -294,12 +263,12 @@ class DemoRunner:
     @property
     def box_threshold(self) -> float:
         """The detector's own box threshold (the lowest a request can use), 0 if unknown."""
-        return _threshold_of(self.pipeline.detector, "box_threshold") or 0.0
+        return threshold_of(self.pipeline.detector, "box_threshold") or 0.0
 
     @property
     def text_threshold(self) -> float | None:
         """The detector's own text threshold, ``None`` when it has none."""
-        return _threshold_of(self.pipeline.detector, "text_threshold")
+        return threshold_of(self.pipeline.detector, "text_threshold")
 
     # ------------------------------------------------------------------ one request
     def view(self, options: RunOptions) -> Pipeline:
@@ -313,7 +282,7 @@ class DemoRunner:
         detector = base.detector
         if detector is not None and (options.box_threshold is not None
                                      or options.text_threshold is not None):
-            detector = _ThresholdedDetector(detector, options.box_threshold,
+            detector = ThresholdedDetector(detector, options.box_threshold,
                                             options.text_threshold)
         segmenter = base.segmenter if options.segment and detector is not None else None
         classifier = None

@@ -10,7 +10,8 @@ import torch
 from ovperc import ModelNotAvailableError, Ontology
 from ovperc.stages import ClipClassifier, ClipModel
 from ovperc.stages.clip_classifier import apply_mode, square_crop
-from ovperc.stages.clip_model import _split_transform, parse_spec
+from ovperc.stages.clip_model import parse_spec
+from ovperc.stages.clip_pixels import split_transform
 from ovperc.stages.templates import class_embeddings, resolve_templates
 
 
@@ -246,7 +247,7 @@ def test_batched_preprocessing_equals_open_clips_transform(tiny_clip, picture):
     clip = ClipModel(tiny_clip, device="cpu").load()
     crops = [Image.fromarray(picture[y:y + h, x:x + w])
              for x, y, w, h in [(0, 0, 40, 30), (10, 5, 7, 50), (30, 20, 64, 64), (0, 0, 1, 1)]]
-    assert _split_transform(clip._preprocess) is not None  # the batched path is the one taken
+    assert split_transform(clip._preprocess) is not None  # the batched path is the one taken
     expected = torch.stack([clip._preprocess(crop) for crop in crops])
     assert torch.equal(clip._pixels(crops), expected)
     # Any other transform keeps running image by image, untouched.
