@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
-from ovperc.stages.hf_loading import Licence, from_pretrained, model_type
+from ovperc.stages.hf_loading import from_pretrained, model_type
+from ovperc.stages.sam_hf import SAM3_LICENCE
 
 if TYPE_CHECKING:
     from ovperc.video.types import VideoFrame
@@ -51,7 +52,6 @@ VIDEO_ARCHITECTURES: dict[str, tuple[str, str]] = {
 }
 
 DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
-_SAM3_LICENCE = Licence("SAM License", "read its terms on the model page before use")
 #: The session's per-object tables (keyed by the model's object index).
 _PER_OBJECT = ("point_inputs_per_obj", "mask_inputs_per_obj", "output_dict_per_obj", "frames_tracked_per_obj")
 
@@ -134,14 +134,14 @@ class Sam2VideoSegmenter:
         import transformers
 
         hub = {"cache_dir": self.cache_dir, "revision": self.revision}
-        kind = model_type(self.model_name, licence=_SAM3_LICENCE, **hub)
+        kind = model_type(self.model_name, licence=SAM3_LICENCE, **hub)
         if kind not in VIDEO_ARCHITECTURES:
             raise ValueError(f"{self.model_name!r} is a {kind!r} model, not a video tracker; "
                              f"supported model_type values: {', '.join(VIDEO_ARCHITECTURES)}")
         model_name, processor_name = VIDEO_ARCHITECTURES[kind]
         processor = _load_processor(getattr(transformers, processor_name), self.model_name, hub)
         model = from_pretrained(getattr(transformers, model_name), self.model_name,
-                                licence=_SAM3_LICENCE, **hub)
+                                licence=SAM3_LICENCE, **hub)
         self._processor = processor
         self._model = model.to(device=self.device, dtype=self.dtype).eval()
         self.architecture = kind
@@ -313,7 +313,7 @@ def _load_processor(cls: Any, model: str, hub: dict[str, Any]) -> Any:
     """The video processor; a folder saved with the image processor only gets a default
     video processor (a streaming session never uses it: frames go through the image one)."""
     try:
-        return from_pretrained(cls, model, licence=_SAM3_LICENCE, **hub)
+        return from_pretrained(cls, model, licence=SAM3_LICENCE, **hub)
     except OSError:
         if not os.path.isdir(model):
             raise
