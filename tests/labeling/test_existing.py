@@ -246,16 +246,9 @@ def test_a_changed_image_is_merged_again_from_its_original_labels(tmp_path: Path
 KILLED_MERGE = """
 import os, sys
 from pathlib import Path
-from ovperc import atomic
 from tests.labeling.test_safety import label
-limit, real = int(sys.argv[2]), os.replace
-count = [0]
-def replace(src, dst):
-    count[0] += 1
-    if count[0] == limit:
-        os._exit(9)
-    real(src, dst)
-atomic.os.replace = replace
+from tests.interrupts import die_at_rename
+die_at_rename(int(sys.argv[2]))
 data = Path(sys.argv[1])
 label(data / "images", data, format=sys.argv[3], existing="merge", batch_size=2)
 """

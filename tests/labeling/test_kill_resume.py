@@ -20,16 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 #: runs a labelling that dies like ``kill -9`` (``os._exit``) at its N-th file rename.
 KILLED_RUN = """
 import os, sys
-from ovperc import atomic
 from tests.labeling.test_safety import label
-limit, real = int(sys.argv[3]), os.replace
-count = [0]
-def replace(src, dst):
-    count[0] += 1
-    if count[0] == limit:
-        os._exit(9)
-    real(src, dst)
-atomic.os.replace = replace
+from tests.interrupts import die_at_rename
+die_at_rename(int(sys.argv[3]))
 label(__import__("pathlib").Path(sys.argv[1]), __import__("pathlib").Path(sys.argv[2]),
       format=sys.argv[4], masks=True, mask_png=sys.argv[4] == "yolo", batch_size=2, classes=None
       if sys.argv[5] == "tags" else "cat, dog")

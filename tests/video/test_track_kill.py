@@ -25,16 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 KILLED_RUN = """
 import os, sys
 from pathlib import Path
-from ovperc import atomic
 from tests.video.test_track_kill import run
-limit, real = int(sys.argv[3]), os.replace
-count = [0]
-def replace(src, dst):
-    count[0] += 1
-    if count[0] == limit:
-        os._exit(9)
-    real(src, dst)
-atomic.os.replace = replace
+from tests.interrupts import die_at_rename
+die_at_rename(int(sys.argv[3]))
 run(Path(sys.argv[1]), Path(sys.argv[2]))
 """
 
