@@ -27,8 +27,6 @@ import contextlib
 import logging
 import os
 import pickle
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -263,7 +261,6 @@ class RayEngine:
         try:
             yield ray
         finally:
-            _wait_for_data_threads()
             ray.shutdown()
 
     @contextlib.contextmanager
@@ -286,24 +283,6 @@ class RayEngine:
             for key, value in saved.items():
                 setattr(ctx, key, value)
             data_logger.setLevel(level)
-
-
-def _wait_for_data_threads(timeout_s: float = 30.0) -> None:
-    """Let Ray Data's executor threads end before Ray stops.
-
-    A closed dataset iterator stops its executor thread but waits only 2 s for it; one still
-    running when ``ray.shutdown()`` returns makes Ray end the whole process (exit status 1,
-    "the core worker has already been shutdown"), which turned a Ctrl-C under load into a
-    crash instead of a clean, resumable stop.
-    """
-    try:
-        from ray.data._internal.execution.streaming_executor import StreamingExecutor
-    except ImportError:  # pragma: no cover - another Ray layout: nothing known to wait for
-        return
-    deadline = time.monotonic() + timeout_s
-    for thread in threading.enumerate():
-        if isinstance(thread, StreamingExecutor) and thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _as_result(outcome: Outcome) -> Perception | BaseException:
