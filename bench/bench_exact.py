@@ -20,8 +20,10 @@ One run, everything timed in interleaved turns (chain, reference, parts, chain, 
   groups and in one call), Grounding DINO forward with its deformable attention summed in
   place (before: the reference's forward).
 
-Also checked: the chain's masks against the reference predictor's (IoU, lowest over boxes)
-and the Grounding DINO boxes of both forwards (largest difference in image pixels).
+Also checked: the chain's masks against the reference predictor's (IoU, lowest over boxes),
+the Grounding DINO boxes of both forwards query by query (where both decode the same
+proposal) and the detections of both detectors at the box threshold (largest difference in
+image pixels).
 Target: chain / reference <= 0.80, masks IoU >= 0.999, boxes within 0.5 px.
 
     python bench/bench_exact.py --threads 2           # 480x640 image, 14 boxes, 3 repeats
@@ -77,8 +79,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     classifier = ClipClassifier(clip, mode="rescore")
     pipe = Pipeline(tagger=tagger, detector=detector, segmenter=segmenter, classifier=classifier)
     tagger.text_embeddings()  # the chain measures per-image cost
-    reference_gd = GroundingDinoDetector(str(paths["gdino"]), device="cpu",
-                                         lean_attention=False).load()._model
+    reference_detector = GroundingDinoDetector(str(paths["gdino"]), device="cpu", lean_attention=False)
+    reference_gd = reference_detector.load()._model
     reference_sam = load_sam(paths["sam"], variant="vit_b")  # segment-anything's own code
     predictor = SamPredictor(reference_sam)
 
@@ -103,9 +105,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     k = min(args.queries, len(confidence) - 1)
     detector.box_threshold = float(confidence[k - 1] + confidence[k]) / 2
     scale = torch.tensor([args.width, args.height, args.width, args.height])
-    box_diff = float(((lean_out.pred_boxes - reference_out.pred_boxes)[0] * scale).abs().max())
+    box_check = _compare_queries(reference_out, lean_out, scale)
 
+    reference_detector.box_threshold = detector.box_threshold
     first = pipe(image)  # warm-up; its boxes are the reference's prompts
+    detections_check = _compare_detections(reference_detector.detect([image], [tags])[0],
+                                           detector.detect([image], [tags])[0])
     boxes = np.asarray(first.detections.xyxy, dtype=np.float64)
     print(f"image {args.height}x{args.width}; {len(tags)} tags (= classes); "
           f"box threshold {detector.box_threshold:.4f}: {len(boxes)} boxes after NMS")
@@ -211,7 +216,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cpu_ratio = timings["chain"].cpu_median / timings["reference"].cpu_median
     print(f"masks vs reference predictor: IoU lowest {mask_iou.min():.5f}, mean {mask_iou.mean():.5f}; "
           f"mask scores within {score_diff:.2e}")
-    print(f"Grounding DINO boxes, lean vs transformers forward: largest difference {box_diff:.2e} px")
+    print("Grounding DINO, lean vs transformers forward: "
+          f"{box_check['same_proposal']} of {box_check['queries']} queries decode the same proposal, "
+          f"their boxes within {box_check['box_diff_px']:.2e} px; the proposal set is "
+          f"{'the same' if box_check['same_set'] else 'different'}; encoder proposal scores within "
+          f"{box_check['score_diff']:.1e} (queries that changed proposal: their scores tie within that)")
+    print("Grounding DINO detections at the box threshold, lean vs transformers: "
+          f"{detections_check['matched']} of {detections_check['reference']} reference boxes found "
+          f"within {detections_check['box_diff_px']:.2e} px ({detections_check['lean']} lean boxes)")
     print(f"RATIO chain / reference forwards = {ratio:.3f} wall, {cpu_ratio:.3f} cpu time "
           "(target <= 0.80)")
     print(f"uptime at end: {_uptime()}")
@@ -219,9 +231,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                "reference_s": timings["reference"].times,
                "parts": {n: {"wall": t.times, "cpu": t.cpu} for n, t in parts.items()},
                "stages": stage_times, "boxes": len(boxes), "mask_iou_min": float(mask_iou.min()),
-               "mask_score_diff": score_diff, "box_diff_px": box_diff, "machine": info}
+               "mask_score_diff": score_diff, "gd_queries": box_check, "gd_detections": detections_check,
+               "machine": info}
     common.print_footer(results, args.json)
     return results
+
+
+def _compare_queries(reference: Any, lean: Any, scale: Any) -> dict[str, Any]:
+    """Grounding DINO's 900 queries of two forwards, query by query.
+
+    Each query decodes one of the encoder's top-900 proposals; proposals whose scores tie
+    within float rounding can swap places, and a swapped query then starts from another
+    proposal (and another learned query embedding), so its box is another box. Boxes are
+    compared where both forwards decode the same proposal; the rest are counted.
+    """
+    import torch
+
+    ref_points, lean_points = reference.init_reference_points[0], lean.init_reference_points[0]
+    same = (ref_points - lean_points).abs().amax(-1) <= 1e-5
+    diff = ((lean.pred_boxes - reference.pred_boxes)[0] * scale).abs().amax(-1)
+    ref_scores = reference.enc_outputs_class[0].max(-1).values
+    lean_scores = lean.enc_outputs_class[0].max(-1).values
+    finite = torch.isfinite(ref_scores) & torch.isfinite(lean_scores)
+    nearest = torch.cdist(ref_points, lean_points, p=float("inf")).min(dim=1).values
+    same_set = bool((nearest <= 1e-5).all())
+    return {"queries": len(same), "same_proposal": int(same.sum()),
+            "box_diff_px": float(diff[same].max()) if same.any() else float("nan"),
+            "box_diff_swapped_px": float(diff[~same].max()) if (~same).any() else 0.0,
+            "same_set": same_set,
+            "score_diff": float((ref_scores - lean_scores)[finite].abs().max())}
+
+
+def _compare_detections(reference: Any, lean: Any) -> dict[str, Any]:
+    """Each reference detection's nearest lean detection of the same class, in pixels."""
+    import numpy as np
+
+    diffs = []
+    for box, class_id in zip(reference.xyxy, reference.class_id):
+        candidates = lean.xyxy[lean.class_id == class_id]
+        if len(candidates):
+            diffs.append(float(np.abs(candidates - box).max(axis=1).min()))
+    matched = sum(d <= 0.5 for d in diffs)
+    return {"reference": len(reference), "lean": len(lean), "matched": matched,
+            "box_diff_px": max((d for d in diffs if d <= 0.5), default=0.0)}
 
 
 def _uptime() -> str:

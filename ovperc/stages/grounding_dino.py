@@ -32,7 +32,7 @@ import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
 from ovperc.hub import ModelNotAvailableError, is_local
-from ovperc.stages.grounding_dino_attention import sum_levels_in_place
+from ovperc.stages.grounding_dino_attention import lean_deformable_attention, share_fusion_projections
 from ovperc.stages.grounding_dino_prompt import PromptChunk, build_chunks, check_lengths, token_spans
 from ovperc.stages.grounding_dino_size import MIN_SIDE, pad_strip, processed_size, resize_rule
 from ovperc.stages.hf_loading import load_error, load_with_processor
@@ -86,9 +86,10 @@ class GroundingDinoDetector:
             or ``(shortest_edge, longest_edge)``; smaller is faster and loses small objects.
         quantize: ``"int8"``: dynamic int8 linear layers, CPU only (:mod:`ovperc.stages.quantize`).
         lean_attention: the deformable attention weights and sums each feature level in
-            place instead of stacking all levels' samples (same result within float
-            rounding, less memory traffic; see :mod:`.grounding_dino_attention`); ``False``
-            keeps transformers' own code path.
+            place instead of stacking all levels' samples, and the image-text fusion
+            attention projects the caption's tokens instead of the image's (same result
+            within float rounding, less work; see :mod:`.grounding_dino_attention`);
+            ``False`` keeps transformers' own code path.
 
     Detections per image: ``xyxy`` in the image's pixels (clipped to it), ``confidence``
     (float32), ``class_id`` = index of the prompt in that image's list, ``data["prompt"]``
@@ -177,7 +178,8 @@ class GroundingDinoDetector:
         quantize_linear(model, check_quantize(self.quantize, device=device, dtype=dtype))
         logger.info("loaded %s %s on %s (%s)", type(model).__name__, self.model_name, device, dtype)
         if self.lean_attention:
-            sum_levels_in_place(model)
+            lean_deformable_attention(model)
+            share_fusion_projections(model)
         self._processor, self._device, self._dtype = processor, device, dtype
         self._model = model  # last: other threads test this attribute
 
