@@ -166,12 +166,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             timed(f"SAM decoder, groups of {group}: shared", lambda: decode(True, group))
             timed("SAM decoder, one call: MaskDecoder", lambda: decode(False, len(prompts)))
             timed("SAM decoder, one call: shared", lambda: decode(True, len(prompts)))
-            timed("GD forward: levels summed in place", lambda: gd_forward(detector._model))
+            timed("GD forward: lean attention", lambda: gd_forward(detector._model))
 
     pairs = [("ref set_image (segment-anything)", "SAM encoder: fused"),
              (f"SAM decoder, groups of {group}: MaskDecoder", f"SAM decoder, groups of {group}: shared"),
              ("SAM decoder, one call: MaskDecoder", "SAM decoder, one call: shared"),
-             ("ref detect (transformers GD)", "GD forward: levels summed in place")]
+             ("ref detect (transformers GD)", "GD forward: lean attention")]
 
     stage_times: dict[str, list[float]] = {}
 
