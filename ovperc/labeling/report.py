@@ -14,8 +14,8 @@ from ovperc.atomic import atomic_write_text
 SPEED_HINTS: dict[str, str] = {
     "decode": "images wait to be decoded: more --decode-workers, or the images on a faster disk",
     "tag": "give --classes (no tagging needed), or a lighter --tagger",
-    "detect": "--preset fast (int8 OmDet-Turbo + EdgeTAM, 0.39x the default's CPU time), a faster "
-              "detector (--detector omdet-turbo, about 5x faster than Grounding DINO on a CPU), "
+    "detect": "--preset fast (int8 OmDet-Turbo + EdgeTAM, about 0.2x the default's time on a CPU), a faster "
+              "detector (--detector omdet-turbo, several times faster than Grounding DINO on a CPU), "
               "a GPU (--device cuda), or --engine ray on more machines",
     "segment": "--preset fast, a lighter segmenter (--segmenter edgetam or sam2.1-tiny), no masks, "
                "or a GPU (--device cuda)",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ovperc.device import resolve_device, resolve_dtype
+from ovperc.stages.grounding_dino_attention import lean_deformable_attention
 from ovperc.stages.hf_loading import load_with_processor
 from ovperc.stages.quantize import check_quantize, quantize_linear
 
@@ -51,6 +52,9 @@ class HfDetector:
         cache_dir: Hugging Face cache folder for hub downloads.
         revision: hub revision to load.
         quantize: ``"int8"``: dynamic int8 linear layers, CPU only (:mod:`ovperc.stages.quantize`).
+        lean_attention: a multi-scale deformable attention (OmDet-Turbo's decoder) gathers its
+            samples as Grounding DINO's does (same result within float rounding, see
+            :mod:`.grounding_dino_attention`); ``False`` keeps transformers' code path.
 
     Example:
         >>> class MyDetector(HfDetector): ...  # doctest: +SKIP
@@ -73,6 +77,7 @@ class HfDetector:
         cache_dir: str | None = None,
         revision: str | None = None,
         quantize: str | None = None,
+        lean_attention: bool = True,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise TypeError(f"model must be a hub id or a folder path (str), got {model!r}")
@@ -89,6 +94,7 @@ class HfDetector:
         self.text_threshold = text_threshold
         self.batch_size = batch_size
         self.quantize = check_quantize(quantize, dtype=dtype)
+        self.lean_attention = bool(lean_attention)
         self.cache_dir = cache_dir
         self.revision = revision
         self._lock = threading.Lock()
@@ -129,6 +135,8 @@ class HfDetector:
             self.model_name, model_class, device=device, dtype=dtype, cache_dir=self.cache_dir,
             revision=self.revision)
         quantize_linear(model, check_quantize(self.quantize, device=device, dtype=dtype))
+        if self.lean_attention:
+            lean_deformable_attention(model)
         logger.info("loaded %s %s on %s (%s)", type(model).__name__, self.model_name, device, dtype)
         self._processor, self._device, self._dtype = processor, device, dtype
         self._model_type = config.model_type
