@@ -24,9 +24,12 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import pickle
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -258,8 +261,19 @@ class RayEngine:
                      configure_logging=False)
         else:
             ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+        started_before = {thread.ident for thread in threading.enumerate()}
         try:
             yield ray
+        except KeyboardInterrupt as interrupt:
+            # The traceback's frames hold Ray Data's iterators: released now, while Ray still
+            # runs, they close and their worker threads end (the traceback of a Ctrl-C is not
+            # shown). Other errors keep theirs and are not waited for.
+            interrupt.__traceback__ = None
+            gc.collect()
+            _wait_for_data_threads(started_before)
+            raise
+        else:
+            _wait_for_data_threads(started_before)
         finally:
             ray.shutdown()
 
@@ -283,6 +297,32 @@ class RayEngine:
             for key, value in saved.items():
                 setattr(ctx, key, value)
             data_logger.setLevel(level)
+
+
+def _wait_for_data_threads(started_before: set[int | None], timeout_s: float = 30.0) -> None:
+    """Let the threads Ray Data started for this run end before Ray stops.
+
+    A dataset iterator's threads (its executor, block prefetcher and batch workers) can be
+    inside a Ray call when the iterator closes; one still there when ``ray.shutdown()`` runs
+    makes Ray end the whole process ("the core worker has already been shutdown", exit
+    status 1), which turned a Ctrl-C into a crash instead of a clean, resumable stop. A
+    block prefetcher is stopped only at the end of a complete iteration (its ``__del__``
+    never runs while its own thread holds it), so it is told to stop here.
+    """
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if thread.ident in started_before or thread is threading.current_thread():
+            continue
+        target = getattr(thread, "_target", None)  # a plain Thread(target=...): its function
+        module = getattr(target, "__module__", None) or type(thread).__module__
+        if not module.startswith("ray.data"):
+            continue
+        owner = getattr(target, "__self__", None)
+        if type(owner).__name__.endswith("Prefetcher") and callable(getattr(owner, "stop", None)):
+            owner.stop()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            logger.warning("Ray Data thread %s still running as Ray stops", thread.name)
 
 
 def _as_result(outcome: Outcome) -> Perception | BaseException:

@@ -183,13 +183,31 @@ def test_failing_images_and_setup_errors_as_in_the_local_engine(local_ray, tmp_p
     assert any("cannot handle width 40" in s["reason"] for s in report.skipped)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known open bug: under load, Ray sometimes ends the process with status 1 on Ctrl-C "
-    "('the core worker has already been shutdown. The process will exit') instead of ovperc's "
-    "130; 2 of 4 clean-clone CI runs on 2026-12-02, never in isolation. Waiting for Ray Data's "
-    "executor threads before ray.shutdown() did not fix it. Remove this mark once it is fixed."))
+def test_an_iterator_closed_early_leaves_no_ray_data_thread_running(local_ray) -> None:
+    """What a Ctrl-C leaves behind: an iterator closed mid-way; its threads must end before Ray stops."""
+    import threading
+
+    from ovperc.labeling.ray_engine import _wait_for_data_threads
+
+    def data_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.ident not in before
+                and getattr(getattr(t, "_target", None), "__module__", "").startswith("ray.data")]
+
+    before = {t.ident for t in threading.enumerate()}
+    rows = iter(local_ray.data.range(200, override_num_blocks=20).map(lambda r: r).iter_rows())
+    next(rows)
+    assert data_threads()  # the iterator's prefetcher and workers are running
+    rows.close()
+    _wait_for_data_threads(before, timeout_s=20)
+    assert data_threads() == []
+
+
 def test_ctrl_c_on_a_ray_run_then_resume_locally(tmp_path: Path, tiny_grounding_dino: Path) -> None:
-    """The real command, with its own local Ray instance, stopped by SIGINT mid-run."""
+    """The real command, with its own local Ray instance, stopped by SIGINT mid-run.
+
+    Ray Data's iterator threads must end before Ray stops, or Ray ends the process with
+    status 1 ("the core worker has already been shutdown") instead of ovperc's 130.
+    """
     import signal
     import subprocess
     import sys
