@@ -120,10 +120,11 @@ def _gather(
     y = (sampling_locations[..., 1] * heights - 0.5).clamp_(min=-1).minimum(heights)
     left, top = x.floor(), y.floor()
     right_share, bottom_share = x.sub_(left), y.sub_(top)
-    row = widths + 3
-    first = (torch.arange(batch * heads, dtype=dtype).view(batch, 1, heads, 1, 1) * start
-             + torch.tensor(starts, dtype=dtype).view(levels, 1) + row + 1)
-    top_left = top.mul_(row).add_(left).add_(first)  # exact: table rows stay far below 2**24
+    # row numbers in float64: exact for any table (float32 stops counting integers at 2**24)
+    row = widths.double() + 3
+    first = (torch.arange(batch * heads, dtype=torch.float64).view(batch, 1, heads, 1, 1) * start
+             + torch.tensor(starts, dtype=torch.float64).view(levels, 1) + row + 1)
+    top_left = top.double().mul_(row).add_(left).add_(first)
     index = torch.empty(batch, queries, heads, 4, levels, points, dtype=torch.int64)
     index[:, :, :, 0] = top_left
     index[:, :, :, 1] = top_left + 1
