@@ -85,11 +85,11 @@ class GroundingDinoDetector:
             longest keeps the processor's ratio, 480 -> 480/800 for the released 800/1333)
             or ``(shortest_edge, longest_edge)``; smaller is faster and loses small objects.
         quantize: ``"int8"``: dynamic int8 linear layers, CPU only (:mod:`ovperc.stages.quantize`).
-        lean_attention: the deformable attention weights and sums each feature level in
-            place instead of stacking all levels' samples, and the image-text fusion
-            attention projects the caption's tokens instead of the image's (same result
-            within float rounding, less work; see :mod:`.grounding_dino_attention`);
-            ``False`` keeps transformers' own code path.
+        lean_attention: the deformable attention gathers its samples on a CPU (elsewhere
+            it sums each feature level in place) instead of stacking all levels' samples,
+            and the image-text fusion attention projects the caption's tokens instead of
+            the image's (same result within float rounding, less work; see
+            :mod:`.grounding_dino_attention`); ``False`` keeps transformers' own code path.
 
     Detections per image: ``xyxy`` in the image's pixels (clipped to it), ``confidence``
     (float32), ``class_id`` = index of the prompt in that image's list, ``data["prompt"]``

@@ -11,8 +11,8 @@ Two changes, applied to a loaded model instance (transformers' classes are left 
   (the bilinear corners, weights times the attention weight), summed per query and head by
   one ``embedding_bag``; elsewhere (or under autograd) it weights each level's samples in
   place and adds them up level by level. Either way the same bilinear sums in another order,
-  without the large temporaries (about a quarter of the attention's time on a CPU;
-  ``bench/bench_exact.py``).
+  without the large temporaries (the gathered core takes about a third of ``grid_sample``'s
+  time at the encoder's shapes; ``bench/RESULTS.md``).
 - :func:`share_fusion_projections`: the image-text fusion attention projects the caption's
   few tokens instead of the image's thousands.
 """
@@ -85,7 +85,6 @@ def _forward(
     return output.view(batch, heads * dim, queries).transpose(1, 2).contiguous()
 
 
-
 def _gather(
     value: torch.Tensor,
     shapes: list[tuple[int, int]],
@@ -141,6 +140,7 @@ def _gather(
     output = F.embedding_bag(index.view(-1), table, torch.arange(0, index.numel(), reads), mode="sum",
                              per_sample_weights=weight.view(-1).to(table.dtype))
     return output.view(batch, queries, heads * dim)
+
 
 #: transformers class names of the image-text fusion attention (Grounding DINO and MM Grounding
 #: DINO / LLMDet; the same code under two names).
